@@ -1,0 +1,155 @@
+"""Activation functions: phi, phi', and the rule that says when a unit is saturated.
+
+"Saturated" means |phi'(z)| below 2% of phi's largest slope (GUIDE §2). For the squashing functions
+that is a region of z, so each activation stores it as thresholds on the pre-activation:
+``z < sat_low`` or ``z > sat_high``. tanh, for example, saturates where 1 - tanh(z)^2 < 0.02, that is
+|z| > atanh(sqrt(0.98)) = 2.2976 (|a| > 0.98995). ReLU, leaky ReLU and linear have no such region:
+ReLU's flat side is reported as "zero"/"dead" instead.
+
+All functions are written so that large |z| gives the right limit without overflow warnings
+(sigmoid through tanh, ELU through expm1 of min(z, 0)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import specs
+from .errors import ConfigError, did_you_mean
+
+SATURATION = 0.02  # fraction of the largest slope below which a unit counts as saturated
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str                                   # canonical spec, e.g. "leaky_relu:negative_slope=0.2"
+    kind: str                                   # base name, e.g. "leaky_relu"
+    phi: Callable[[np.ndarray], np.ndarray]
+    dphi: Callable[[np.ndarray, np.ndarray], np.ndarray]  # phi'(z) from (z, a=phi(z))
+    max_slope: float
+    post_range: tuple[float, float] | None      # fixed histogram range of phi, if bounded
+    sat_low: float = -math.inf                  # saturated where z < sat_low ...
+    sat_high: float = math.inf                  # ... or z > sat_high
+    params: tuple = ()
+
+    @property
+    def saturates(self) -> bool:
+        return math.isfinite(self.sat_low) or math.isfinite(self.sat_high)
+
+    def saturated(self, z: np.ndarray) -> np.ndarray:
+        """Boolean mask of saturated units, from the pre-activations."""
+        return (z < self.sat_low) | (z > self.sat_high)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _phi_grid_max(dphi_of_z: Callable[[float], float], lo=-10.0, hi=10.0, n=200001) -> float:
+    z = np.linspace(lo, hi, n)
+    return float(np.max(np.abs(dphi_of_z(z))))
+
+
+def _bisect(f, lo: float, hi: float) -> float:
+    """Root of f on [lo, hi], f(lo) and f(hi) of opposite sign, to full float precision."""
+    flo = f(lo)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):
+            break
+        fm = f(mid)
+        if (fm > 0) == (flo > 0):
+            lo, flo = mid, fm
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _erf_ndtr(z):
+    from scipy.special import ndtr  # lazy: only GELU needs it
+
+    return ndtr(z)
+
+
+def _gelu_dphi(z):
+    z = np.asarray(z, dtype=float)
+    return _erf_ndtr(z) + z * np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _make(kind: str, values: dict) -> Activation:
+    changed = {k: v for k, v in values.items() if v != ACTIVATIONS[kind][k]}
+    name = str(specs.Spec(kind, tuple(sorted(changed.items()))))
+    if kind == "tanh":
+        t = math.atanh(math.sqrt(1 - SATURATION))
+        return Activation(name, kind, np.tanh, lambda z, a: 1.0 - a * a, 1.0, (-1.0, 1.0), -t, t)
+    if kind == "sigmoid":
+        # sigma' = a(1-a) < 0.02 * 1/4  <=>  a > (1 + sqrt(1 - 0.02)) / 2 (or its mirror)
+        a_hi = (1 + math.sqrt(1 - SATURATION)) / 2
+        t = math.log(a_hi / (1 - a_hi))
+        return Activation(name, kind, lambda z: 0.5 + 0.5 * np.tanh(0.5 * z),
+                          lambda z, a: a * (1.0 - a), 0.25, (0.0, 1.0), -t, t)
+    if kind == "relu":
+        return Activation(name, kind, lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype),
+                          1.0, None)
+    if kind == "linear":
+        return Activation(name, kind, lambda z: z.copy(), lambda z, a: np.ones_like(z), 1.0, None)
+    if kind == "leaky_relu":
+        s = values["negative_slope"]
+        return Activation(name, kind, lambda z: np.where(z > 0, z, s * z),
+                          lambda z, a: np.where(z > 0, 1.0, s).astype(z.dtype),
+                          max(1.0, abs(s)), None, params=(s,))
+    if kind in ("elu", "selu"):
+        alpha, scale = (values["alpha"], 1.0) if kind == "elu" else (SELU_ALPHA, SELU_SCALE)
+        top = scale * max(1.0, alpha)
+        # negative side: slope scale*alpha*e^z < 0.02 * top
+        t = math.log(SATURATION * top / (scale * alpha)) if alpha > 0 else -math.inf
+        return Activation(
+            name, kind,
+            lambda z: scale * np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0))),
+            lambda z, a: np.where(z > 0, scale, a + scale * alpha).astype(z.dtype),
+            top, None, t, math.inf, params=(alpha,))
+    if kind == "gelu":
+        top = _phi_grid_max(_gelu_dphi)
+        # the negative tail, where |phi'| falls below 2% of the top and stays there
+        t = _bisect(lambda x: abs(float(_gelu_dphi(x))) - SATURATION * top, -12.0, -2.0)
+        return Activation(name, kind, lambda z: z * _erf_ndtr(z).astype(z.dtype),
+                          lambda z, a: _gelu_dphi(z).astype(z.dtype), top, None, t, math.inf)
+    raise AssertionError(kind)
+
+
+# base name -> its parameters and their defaults
+ACTIVATIONS: dict[str, dict] = {
+    "tanh": {}, "sigmoid": {}, "relu": {}, "leaky_relu": {"negative_slope": 0.01},
+    "elu": {"alpha": 1.0}, "selu": {}, "gelu": {}, "linear": {},
+}
+
+DESCRIPTIONS = {
+    "tanh": "tanh(z); saturated where |z| > 2.30 (|a| > 0.990)",
+    "sigmoid": "1/(1+e^-z); saturated where |z| > 5.29 (a < 0.005 or a > 0.995)",
+    "relu": "max(z, 0); never saturates, but units can be dead (exactly 0)",
+    "leaky_relu": "z if z > 0 else negative_slope*z (default 0.01)",
+    "elu": "z if z > 0 else alpha*(e^z - 1); saturated where z < ln(0.02)",
+    "selu": "scale*elu(z, alpha) with Klambauer et al.'s constants",
+    "gelu": "z*Phi(z) (exact, erf form); saturated on the negative tail",
+    "linear": "z (identity)",
+}
+
+
+def get(spec) -> Activation:
+    """The Activation for a spec string such as ``tanh`` or ``leaky_relu:negative_slope=0.2``."""
+    if isinstance(spec, Activation):
+        return spec
+    parsed = specs.parse(spec, "activation")
+    if parsed.name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation '{parsed.name}'{did_you_mean(parsed.name, ACTIVATIONS)}")
+    values = specs.check_keys(parsed, ACTIVATIONS[parsed.name], "activation")
+    for key in values:
+        values[key] = specs.number(values, key, parsed, "activation",
+                                   nonneg=(key == "negative_slope"), positive=(key == "alpha"))
+    return _make(parsed.name, values)

@@ -1,0 +1,133 @@
+"""A plain-words verdict on a run, read off the per-layer numbers.
+
+Each finding has a ``code`` (stable, for claims and tests), a ``text`` (for people) and the numbers
+behind it. The verdict is the most serious forward-pass finding: nonfinite > symmetric > zero >
+saturates > dies > collapse > explode > healthy. Gradient findings are listed after it.
+"""
+
+from __future__ import annotations
+
+import math
+
+COLLAPSE_RATIO = 0.1     # last/first std below this: collapse; above 1/this: explode
+SATURATED = 0.5          # mean saturated fraction at or above this: saturates
+DEAD = 0.9               # a layer's zero fraction at or above this: dies
+
+SEVERITY = ("nonfinite", "symmetric", "zero", "saturates", "dies", "collapse", "explode", "healthy")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _trend(stds: list[float]) -> tuple[float, float]:
+    """(last/first ratio, geometric per-layer factor) of a positive std profile."""
+    ratio = stds[-1] / stds[0]
+    return ratio, ratio ** (1 / (len(stds) - 1))
+
+
+def _first_nonfinite(layers, tensors) -> int | None:
+    for i, layer in enumerate(layers):
+        if any(layer.get(t) and layer[t]["frac_nonfinite"] > 0 for t in tensors):
+            return i + 1
+    return None
+
+
+def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
+    """``layers[i]`` maps pre/post/grad_pre/grad_weight to their summary dicts."""
+    L = len(layers)
+    found: list[dict] = []
+    post = [layer["post"] for layer in layers]
+
+    bad = _first_nonfinite(layers, ("pre", "post"))
+    if bad is not None:
+        frac = post[-1]["frac_nonfinite"]
+        found.append({"code": "nonfinite", "layer": bad, "frac_last": frac,
+                      "text": f"explodes: values stop being finite at layer {bad} "
+                              f"({frac:.0%} inf/NaN at layer {L})"})
+
+    sym = [i + 1 for i, p in enumerate(post) if p.get("symmetric")]
+    if sym:
+        where = f"layers {sym[0]}–{sym[-1]}" if len(sym) == L and L > 1 else \
+            "layer " + ", ".join(map(str, sym[:8])) + ("…" if len(sym) > 8 else "")
+        found.append({"code": "symmetric", "layers": sym,
+                      "text": f"symmetric: every unit of a layer computes the same value ({where}); "
+                              "their gradients are identical too, so training cannot tell them apart"})
+
+    stds = [p["std"] for p in post]
+    finite_stds = all(math.isfinite(s) for s in stds)
+    if finite_stds and all(s == 0 for s in stds):
+        found.append({"code": "zero", "text": "every activation is exactly constant (std 0 in all layers)"})
+    elif finite_stds and L > 1 and stds[0] > 0:
+        if stds[-1] == 0:
+            found.append({"code": "collapse", "ratio": 0.0, "factor": 0.0,
+                          "text": f"collapses to exactly 0 by layer {L} (std {_fmt(stds[0])} at layer 1)"})
+        else:
+            ratio, factor = _trend(stds)
+            if ratio < COLLAPSE_RATIO:
+                found.append({"code": "collapse", "ratio": ratio, "factor": factor,
+                              "text": f"collapses toward 0: std ×{factor:.2f} per layer "
+                                      f"({_fmt(stds[0])} at layer 1 → {_fmt(stds[-1])} at layer {L})"})
+            elif ratio > 1 / COLLAPSE_RATIO:
+                found.append({"code": "explode", "ratio": ratio, "factor": factor,
+                              "text": f"explodes: std ×{factor:.2f} per layer "
+                                      f"({_fmt(stds[0])} at layer 1 → {_fmt(stds[-1])} at layer {L})"})
+
+    if saturates:
+        sat = [p.get("frac_saturated", 0.0) for p in post]
+        mean_sat = sum(sat) / L
+        if mean_sat >= SATURATED:
+            found.append({"code": "saturates", "frac": mean_sat,
+                          "text": f"saturates: {mean_sat:.0%} of units saturated on average "
+                                  f"({sat[-1]:.0%} at layer {L}); phi' is near 0 there"})
+
+    if act_kind in ("relu",):
+        zero = [p["frac_zero"] for p in post]
+        worst = max(range(L), key=lambda i: zero[i])
+        dead_units = post[-1].get("frac_dead_units", 0.0)
+        if zero[worst] >= DEAD and not any(f["code"] in ("zero", "symmetric") for f in found):
+            found.append({"code": "dies", "layer": worst + 1, "frac": zero[worst],
+                          "text": f"dies: {zero[worst]:.0%} of outputs are exactly 0 at layer "
+                                  f"{worst + 1} ({dead_units:.0%} of units at layer {L} are 0 "
+                                  "for every sample)"})
+
+    if not any(f["code"] in SEVERITY[:-1] for f in found):
+        lo, hi = min(stds), max(stds)
+        found.append({"code": "healthy",
+                      "text": f"healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} "
+                              f"over layers 1–{L}"})
+
+    found.extend(_gradients(layers))
+    order = {c: i for i, c in enumerate(SEVERITY)}
+    verdict = min((f["code"] for f in found if f["code"] in order), key=order.get)
+    return {"verdict": verdict, "findings": found}
+
+
+def _gradients(layers: list[dict]) -> list[dict]:
+    if not layers[0].get("grad_pre"):
+        return []
+    L = len(layers)
+    bad = _first_nonfinite(layers[::-1], ("grad_pre", "grad_weight"))
+    if bad is not None:
+        return [{"code": "grad_nonfinite", "layer": L + 1 - bad,
+                 "text": f"gradients stop being finite at layer {L + 1 - bad} (going back from the output)"}]
+    g = [layer["grad_pre"]["std"] for layer in layers]
+    if L < 2 or not all(math.isfinite(s) for s in g):
+        return []
+    if g[-1] == 0 or g[0] == 0:
+        if g[0] == 0:
+            return [{"code": "grad_vanish", "ratio": 0.0, "factor": 0.0,
+                     "text": f"gradients vanish: exactly 0 at layer 1 (std {_fmt(g[-1])} at layer {L})"}]
+        return []
+    ratio = g[0] / g[-1]  # input side over output side
+    factor = ratio ** (1 / (L - 1))
+    if ratio < COLLAPSE_RATIO:
+        return [{"code": "grad_vanish", "ratio": ratio, "factor": factor,
+                 "text": f"gradients vanish toward the input: grad std ×{factor:.2f} per layer "
+                         f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
+    if ratio > 1 / COLLAPSE_RATIO:
+        return [{"code": "grad_explode", "ratio": ratio, "factor": factor,
+                 "text": f"gradients explode toward the input: grad std ×{factor:.2f} per layer "
+                         f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
+    return [{"code": "grad_healthy", "ratio": ratio,
+             "text": f"gradients healthy: grad std between {_fmt(min(g))} and {_fmt(max(g))}"}]
