@@ -3,7 +3,7 @@
 "Saturated" means |phi'(z)| below 2% of phi's largest slope (GUIDE §2). For the squashing functions
 that is a region of z, so each activation stores it as thresholds on the pre-activation:
 ``z < sat_low`` or ``z > sat_high``. tanh, for example, saturates where 1 - tanh(z)^2 < 0.02, that is
-|z| > atanh(sqrt(0.98)) = 2.2976 (|a| > 0.98995). ReLU, leaky ReLU and linear have no such region:
+|z| > atanh(sqrt(0.98)) = 2.644 (|a| > 0.98995). ReLU, leaky ReLU and linear have no such region:
 ReLU's flat side is reported as "zero"/"dead" instead.
 
 All functions are written so that large |z| gives the right limit without overflow warnings
@@ -130,11 +130,11 @@ ACTIVATIONS: dict[str, dict] = {
 }
 
 DESCRIPTIONS = {
-    "tanh": "tanh(z); saturated where |z| > 2.30 (|a| > 0.990)",
-    "sigmoid": "1/(1+e^-z); saturated where |z| > 5.29 (a < 0.005 or a > 0.995)",
+    "tanh": "tanh(z); saturated where |z| > 2.644 (|a| > 0.990)",
+    "sigmoid": "1/(1+e^-z); saturated where |z| > 5.288 (a < 0.005 or a > 0.995)",
     "relu": "max(z, 0); never saturates, but units can be dead (exactly 0)",
     "leaky_relu": "z if z > 0 else negative_slope*z (default 0.01)",
-    "elu": "z if z > 0 else alpha*(e^z - 1); saturated where z < ln(0.02)",
+    "elu": "z if z > 0 else alpha*(e^z - 1); saturated where z < ln(0.02) = -3.91",
     "selu": "scale*elu(z, alpha) with Klambauer et al.'s constants",
     "gelu": "z*Phi(z) (exact, erf form); saturated on the negative tail",
     "linear": "z (identity)",

@@ -61,56 +61,57 @@ class RunConfig:
         return RunConfig.from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def from_dict(cls, data: Mapping, where: str = "config") -> "RunConfig":
+    def from_dict(cls, data: Mapping, where: str | None = None) -> "RunConfig":
         """Validate and normalise; unknown keys, wrong types and bad values are ConfigErrors."""
+        at = f"{where}: " if where else ""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of run options, got {type(data).__name__}.")
+            raise ConfigError(f"{at}expected a mapping of run options, got {type(data).__name__}.")
         names = [f.name for f in fields(cls)]
         for key in data:
             if key not in names:
-                raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(str(key), names)}")
+                raise ConfigError(f"{at}unknown key '{key}'{did_you_mean(str(key), names)}")
         d = {k: v for k, v in data.items() if v is not None or k in ("input_dim", "chunk_size")}
         out: dict[str, Any] = {}
         for key in ("layers", "batch", "seed", "bins"):
             if key in d:
-                out[key] = _int(d[key], key, where, minimum=0 if key == "seed" else 1)
+                out[key] = _int(d[key], key, at, minimum=0 if key == "seed" else 1)
         for key in ("input_dim", "chunk_size"):
             if d.get(key) is not None:
-                out[key] = _int(d[key], key, where, minimum=1)
+                out[key] = _int(d[key], key, at, minimum=1)
         if "bins" in out and out["bins"] > 100_000:
-            raise ConfigError(f"{where}: bins == {out['bins']}, must be <= 100000.")
+            raise ConfigError(f"{at}bins == {out['bins']}, must be <= 100000.")
         if "width" in d:
             width = d["width"]
             if isinstance(width, str) and "," in width:
                 width = [w for w in width.split(",")]
             if isinstance(width, (list, tuple)):
                 if not width:
-                    raise ConfigError(f"{where}: width is an empty list, must name >= 1 width.")
-                ws = tuple(_int(w, "width", where, minimum=1) for w in width)
+                    raise ConfigError(f"{at}width is an empty list, must name >= 1 width.")
+                ws = tuple(_int(w, "width", at, minimum=1) for w in width)
                 if "layers" in out and out["layers"] != len(ws) and len(ws) > 1:
                     raise ConfigError(
-                        f"{where}: width lists {len(ws)} layers but layers == {out['layers']}; "
+                        f"{at}width lists {len(ws)} layers but layers == {out['layers']}; "
                         "give one width per layer, or one width for all.")
                 if len(ws) == 1:
                     out["width"] = ws[0]
                 else:
                     out["width"], out["layers"] = ws, len(ws)
             else:
-                out["width"] = _int(width, "width", where, minimum=1)
+                out["width"] = _int(width, "width", at, minimum=1)
         for key, options in (("input", INPUTS), ("dtype", DTYPES)):
             if key in d:
                 val = d[key]
                 if not isinstance(val, str) or val not in options:
-                    raise ConfigError(f"{where}: {key} '{val}' is not valid{did_you_mean(str(val), options)}")
+                    raise ConfigError(f"{at}{key} '{val}' is not valid{did_you_mean(str(val), options)}")
                 out[key] = val
         if "backward" in d:
             if not isinstance(d["backward"], bool):
-                raise ConfigError(f"{where}: backward must be true or false, got {d['backward']!r}.")
+                raise ConfigError(f"{at}backward must be true or false, got {d['backward']!r}.")
             out["backward"] = d["backward"]
         out["init"] = inits.resolve(d.get("init", cls.init)).spec
         out["bias_init"] = inits.resolve(d.get("bias_init", cls.bias_init), "bias init").spec
         if inits.resolve(out["bias_init"]).scheme == "orthogonal":
-            raise ConfigError(f"{where}: bias init 'orthogonal' needs a matrix; use zeros or a distribution.")
+            raise ConfigError(f"{at}bias init 'orthogonal' needs a matrix; use zeros or a distribution.")
         out["act"] = activations.get(d.get("act", cls.act)).name
         return cls(**out)
 
@@ -124,20 +125,20 @@ class RunConfig:
         return cls.from_dict({**data, **(overrides or {})}, where=str(path))
 
 
-def _int(value, key: str, where: str, minimum: int) -> int:
+def _int(value, key: str, at: str, minimum: int) -> int:
     if isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} must be an integer, got {value!r}.")
+        raise ConfigError(f"{at}{key} must be an integer, got {value!r}.")
     if isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
-            raise ConfigError(f"{where}: {key} must be an integer, got '{value}'.") from None
+            raise ConfigError(f"{at}{key} must be an integer, got '{value}'.") from None
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise ConfigError(f"{where}: {key} must be an integer, got {value!r}.")
+            raise ConfigError(f"{at}{key} must be an integer, got {value!r}.")
         value = int(value)
     if not isinstance(value, int):
-        raise ConfigError(f"{where}: {key} must be an integer, got {type(value).__name__}.")
+        raise ConfigError(f"{at}{key} must be an integer, got {type(value).__name__}.")
     if value < minimum:
         raise ConfigError(f"{key} == {value}, must be >= {minimum}.")
     return value

@@ -85,16 +85,21 @@ def auto_chunk(config: RunConfig) -> int:
     return int(max(1, min(config.batch, CHUNK_BUDGET // per_sample_bytes(config))))
 
 
-def estimate_bytes(config: RunConfig) -> int:
-    """Peak memory of a run: weights (and weight gradients), one chunk's activations, and a margin
-    for the interpreter and libraries."""
+def memory_parts(config: RunConfig) -> dict:
+    """Peak memory of a run, by part: weights (and weight gradients), one chunk's activations, and a
+    margin for the interpreter, the libraries and the statistics of the largest weight matrix."""
     dims = config.dims
     item = np.dtype(config.dtype).itemsize
     params = sum(dims[l - 1] * dims[l] for l in range(1, len(dims)))
-    weights = params * item * (2 if config.backward else 1)
-    chunk = config.chunk_size or auto_chunk(config)
-    grad_weight_stats = max(dims[l - 1] * dims[l] for l in range(1, len(dims))) * 8 * 2
-    return weights + grad_weight_stats + min(chunk, config.batch) * per_sample_bytes(config) + 150 * 2**20
+    biggest = max(dims[l - 1] * dims[l] for l in range(1, len(dims)))
+    chunk = min(config.chunk_size or auto_chunk(config), config.batch)
+    return {"weights": params * item * (2 if config.backward else 1),
+            "chunk": chunk * per_sample_bytes(config),
+            "other": biggest * 8 * 2 + 150 * 2**20}
+
+
+def estimate_bytes(config: RunConfig) -> int:
+    return sum(memory_parts(config).values())
 
 
 def available_bytes() -> int:
@@ -114,13 +119,11 @@ def gib(n: float) -> str:
 
 def check_memory(config: RunConfig, available: int | None = None) -> int:
     """Refuse, before any work, a run whose estimated peak memory exceeds what is available."""
-    need = estimate_bytes(config)
+    parts = memory_parts(config)
+    need = sum(parts.values())
     have = available_bytes() if available is None else available
     if need > have:
-        dims = config.dims
-        biggest = max(dims[l - 1] * dims[l] for l in range(1, len(dims)))
-        weights_heavy = biggest * len(dims) * np.dtype(config.dtype).itemsize > need / 2
-        hint = ("lower --width or --layers" if weights_heavy
+        hint = ("lower --width or --layers" if parts["weights"] >= parts["chunk"]
                 else "lower --chunk-size, --width or --layers")
         if config.dtype == "float64":
             hint += ", or use --dtype float32"

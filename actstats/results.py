@@ -157,10 +157,9 @@ def load_results(path):
             hist = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot read results ({exc}).") from None
-    data = _unclean(data)
     config = RunConfig.from_dict(data.pop("config"))
-    layers = data.pop("layers")
-    diag = data.pop("diagnosis")
+    layers = _unclean(data.pop("layers"))  # null stands for NaN there
+    diag = _unclean(data.pop("diagnosis"))
     timings = data.pop("timings", {})
     vers = data.pop("versions", {})
     data.pop("actstats", None)

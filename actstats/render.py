@@ -1,0 +1,126 @@
+"""Rich renderables for the terminal: each function returns a Table or Text, testable without a tty."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+from rich.text import Text
+
+
+def num(x, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e4:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits - 1}e}"
+
+
+def pct(x) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * x:.1f}%"
+
+
+def layer_table(result) -> Table:
+    """One row per layer: the numbers that tell the story of the run."""
+    c = result.config
+    title = f"{c.act} · init {c.init} · {c.layers} layers × {c.width} · batch {c.batch}"
+    table = Table(title=title, title_justify="left", header_style="bold")
+    has_theory = any(layer.get("theory") for layer in result.layers)
+    has_grad = "grad_pre" in result.tensors
+    table.add_column("layer", justify="right")
+    table.add_column("mean", justify="right")
+    table.add_column("std", justify="right")
+    if has_theory:
+        table.add_column("theory std", justify="right", style="cyan")
+    table.add_column("saturated", justify="right")
+    table.add_column("zero", justify="right")
+    if has_grad:
+        table.add_column("grad std", justify="right")
+    for layer in result.layers:
+        post = layer["post"]
+        row = [str(layer["layer"]), num(post["mean"]), num(post["std"])]
+        if has_theory:
+            row.append(num((layer.get("theory") or {}).get("post_std")))
+        row += [pct(post.get("frac_saturated")), pct(post["frac_zero"])]
+        if has_grad:
+            row.append(num(layer["grad_pre"]["std"]))
+        table.add_row(*row)
+    table.caption = "post a = phi(z); grad = dL/dz"
+    table.caption_justify = "left"
+    return table
+
+
+def diagnosis_grid(result) -> Table:
+    """The findings, the verdict first, as a two-column grid that wraps with a hanging indent."""
+    diag = result.diagnosis
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for i, finding in enumerate(diag["findings"]):
+        healthy = finding["code"].endswith("healthy")
+        style = ("green" if healthy else "red") if i == 0 else ("green" if healthy else "yellow")
+        grid.add_row("Diagnosis:" if i == 0 else "", Text(finding["text"], style=style))
+    return grid
+
+
+def init_table() -> Table:
+    from .inits import ALIASES, SCHEMES
+
+    table = Table(title="Weight init schemes (weight shape (fan_in, fan_out); spec NAME[:key=value,...])",
+                  title_justify="left", header_style="bold", show_lines=False)
+    table.add_column("name", style="bold")
+    table.add_column("parameters (defaults)")
+    table.add_column("formula")
+    table.add_column("source / also known as")
+    for name, sch in SCHEMES.items():
+        params = ", ".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
+        source = sch.source + (f"; {sch.aka}" if sch.aka else "")
+        table.add_row(name, params or "–", sch.formula, source)
+    aliases = ", ".join(f"{a} = {t}" for a, t in ALIASES.items())
+    table.caption = (
+        f"Aliases: {aliases}.\n"
+        "Two meanings of 'Xavier': CS231n (and the source document 000) calls randn/sqrt(fan_in) "
+        "'Xavier'; Glorot & Bengio, PyTorch and Keras use variance 2/(fan_in+fan_out), and "
+        "randn/sqrt(fan_in) is LeCun's (lecun_normal, or untruncated: "
+        "variance_scaling:distribution=normal). They coincide when fan_in == fan_out.")
+    table.caption_justify = "left"
+    return table
+
+
+def init_detail(name: str) -> Text:
+    from .inits import ALIASES, SCHEMES, resolve
+
+    init = resolve(name)
+    sch = SCHEMES[init.scheme]
+    lines = [f"{init.scheme}" + (f"  (alias '{name}')" if name in ALIASES else ""),
+             f"  formula:    {sch.formula}",
+             f"  source:     {sch.source}"]
+    if sch.aka:
+        lines.append(f"  also:       {sch.aka}")
+    params = ", ".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
+    lines.append(f"  parameters: {params or 'none'}")
+    if sch.preset:
+        lines.append("  preset of:  variance_scaling(" +
+                     ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in init.variance_args().items()) + ")")
+    _, var = init.moments(500, 500)
+    lines.append(f"  example:    a 500×500 layer gets std {math.sqrt(var):.4g}")
+    return Text("\n".join(lines))
+
+
+def activation_table() -> Table:
+    from .activations import ACTIVATIONS, DESCRIPTIONS
+
+    table = Table(title="Activations (spec NAME[:key=value])", title_justify="left", header_style="bold")
+    table.add_column("name", style="bold")
+    table.add_column("parameters")
+    table.add_column("definition and saturation rule (|phi'| < 2% of its largest slope)")
+    for name, params in ACTIVATIONS.items():
+        table.add_row(name, ", ".join(f"{k}={v}" for k, v in params.items()) or "–", DESCRIPTIONS[name])
+    return table

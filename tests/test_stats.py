@@ -1,0 +1,141 @@
+"""Streaming statistics against one-shot NumPy answers, for awkward chunk sizes."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actstats.stats import Histogram, TensorStats, describe
+
+
+def direct(x):
+    finite = x[np.isfinite(x)]
+    return {"count": x.size, "mean": finite.mean(), "std": finite.std(), "min": finite.min(),
+            "max": finite.max(), "frac_zero": np.mean(finite == 0) * finite.size / x.size,
+            "frac_nonfinite": 1 - finite.size / x.size}
+
+
+def streamed(x, chunk, **kw):
+    s = TensorStats(kw.pop("bins", 50), dtype=x.dtype, **kw)
+    for i in range(0, x.shape[0], chunk):
+        s.update(x[i:i + chunk])
+    return s
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((203, 40)) * 3 + 100  # a large mean: a sum-of-squares formula would cancel
+    x[rng.random(x.shape) < 0.1] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 50, 203, 203 + 42])
+def test_chunked_moments_and_counts_equal_one_shot(data, chunk):
+    s = streamed(data, chunk, units=True).summary()
+    d = direct(data)
+    for key in ("mean", "std"):
+        assert s[key] == pytest.approx(d[key], rel=1e-12)
+    assert (s["count"], s["min"], s["max"]) == (d["count"], d["min"], d["max"])
+    assert s["frac_zero"] == d["frac_zero"] and s["frac_nonfinite"] == 0
+    # the symmetry measure: the std across units of each sample, averaged over samples
+    assert s["unit_std"] == pytest.approx(np.std(data, axis=1).mean(), rel=1e-12)
+    assert s["symmetric"] is False
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 50, 203, 245])
+def test_chunked_histogram_equals_one_shot_and_numpy(data, chunk):
+    one = streamed(data, data.shape[0])
+    s = streamed(data, chunk)
+    assert np.array_equal(s.hist.counts, one.hist.counts)
+    edges = s.hist.edges()
+    assert np.array_equal(edges, one.hist.edges())
+    # the same counts numpy.histogram gives on these edges, and every value is counted
+    assert np.array_equal(s.hist.counts, np.histogram(data, bins=edges)[0])
+    assert s.hist.counts.sum() == data.size
+    # the grid covers [min, max] and the data fills at least half of the bins' span
+    assert edges[0] <= data.min() and edges[-1] > data.max()
+    assert (data.max() - data.min()) >= 0.5 * (edges[-1] - edges[0]) - 2 * (edges[1] - edges[0])
+
+
+def test_fixed_range_counts_under_and_overflow():
+    x = np.array([-1.5, -1.0, -0.2, 0.0, 0.99, 1.0, 1.2, 7.0])
+    s = TensorStats(4, fixed_range=(-1.0, 1.0))
+    s.update(x)
+    # bins [-1,-.5) [-.5,0) [0,.5) [.5,1]; 1.0 belongs to the last bin, as in numpy.histogram
+    assert s.hist.counts.tolist() == np.histogram(x, bins=4, range=(-1, 1))[0].tolist() == [1, 1, 1, 2]
+    assert (s.hist.underflow, s.hist.overflow) == (1, 2)
+    assert s.hist.counts.sum() + s.hist.underflow + s.hist.overflow == x.size
+
+
+def test_nonfinite_values_are_counted_and_left_out():
+    x = np.array([[1.0, np.inf, 3.0], [np.nan, -2.0, 0.0]])
+    s = describe(x)
+    finite = np.array([1.0, 3.0, -2.0, 0.0])
+    assert s["frac_nonfinite"] == 2 / 6
+    assert s["mean"] == pytest.approx(finite.mean()) and s["std"] == pytest.approx(finite.std())
+    assert (s["min"], s["max"], s["frac_zero"]) == (-2.0, 3.0, 1 / 6)
+
+
+def test_nothing_finite_gives_nan_not_an_error():
+    s = describe(np.full((3, 3), np.nan))
+    assert s["frac_nonfinite"] == 1 and math.isnan(s["mean"]) and math.isnan(s["std"])
+
+
+def test_constant_data_is_symmetric_and_fits_one_bin():
+    s = TensorStats(50, units=True)
+    s.update(np.full((10, 7), 0.25))
+    out = s.summary()
+    assert out["std"] == 0 and out["symmetric"] is True and out["unit_std"] == 0
+    assert s.hist.counts.sum() == 70 and np.count_nonzero(s.hist.counts) == 1
+    edges = s.hist.edges()
+    k = int(np.flatnonzero(s.hist.counts)[0])
+    assert edges[k] <= 0.25 < edges[k + 1]
+
+
+def test_dead_units_are_units_zero_for_every_sample():
+    x = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    s = streamed(x, 1, units=True).summary()
+    assert s["frac_dead_units"] == pytest.approx(1 / 3)
+
+
+def test_float32_histogram_edges_are_exact():
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((500, 30)) * 1e-3).astype(np.float32)
+    s = streamed(x, 37)
+    assert np.array_equal(s.hist.counts, np.histogram(x.astype(np.float64), bins=s.hist.edges())[0])
+
+
+floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(floats, min_size=0, max_size=60), st.lists(floats, min_size=0, max_size=60))
+def test_merge_of_two_parts_equals_their_union(a, b):
+    a = np.array(a, dtype=np.float64).reshape(-1, 1)
+    b = np.array(b, dtype=np.float64).reshape(-1, 1)
+    left, right, union = TensorStats(20), TensorStats(20), TensorStats(20)
+    left.update(a)
+    right.update(b)
+    union.update(np.concatenate([a, b]))
+    merged = left.merge(right).summary()
+    whole = union.summary()
+    for key, value in whole.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(merged[key]), key
+        elif key in ("mean", "std"):
+            assert merged[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+        else:
+            assert merged[key] == value, key
+    assert np.array_equal(left.hist.counts, union.hist.counts)
+
+
+def test_histogram_regrid_keeps_every_count():
+    h = Histogram(8)
+    h.update(np.array([0.1, 0.2]), 0.1, 0.2, 0.1, 0.2)
+    h.update(np.array([-50.0, 300.0]), -50.0, 300.0, -50.0, 300.0)
+    assert h.counts.sum() == 4
+    edges = h.edges()
+    assert np.array_equal(h.counts, np.histogram([0.1, 0.2, -50, 300], bins=edges)[0])
