@@ -105,8 +105,12 @@ def stored_config(path) -> RunConfig | None:
         return None
 
 
-def save(result, path, plots: bool = True) -> Path:
-    """Write the results folder at ``path`` (see the module docstring for the guarantees)."""
+def save(result, path, plots: bool = True, figures: dict[str, bytes] | None = None) -> Path:
+    """Write the results folder at ``path`` (see the module docstring for the guarantees).
+
+    ``figures`` maps PNG file names to bytes rendered elsewhere (a sweep's worker process renders,
+    the parent writes); without it and with ``plots`` the figures are drawn here.
+    """
     import yaml
 
     path = Path(path)
@@ -121,10 +125,12 @@ def save(result, path, plots: bool = True) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **result.histograms)
         write_atomic(staging / "histograms.npz", buf.getvalue())
-        if plots:
+        if figures is None and plots:
             from . import plots as plotting
 
-            plotting.save_run_figures(result, staging)
+            figures = plotting.run_figure_bytes(result)
+        for name, data in (figures or {}).items():
+            write_atomic(staging / name, data)
         write_atomic(staging / STATS, to_json_text(result))
         old = None
         if path.exists():
