@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import activations, inits
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, show
 
 INPUTS = ("normal", "uniform", "half")
 DTYPES = ("float64", "float32")
+MAXIMUM = {"layers": 10_000, "bins": 100_000, "seed": 2**63 - 1}  # beyond these: a typo, not a run
 INPUT_SECOND_MOMENT = {"normal": 1.0, "uniform": 1.0 / 3, "half": 0.5}  # E[x^2]
 
 
@@ -69,17 +70,16 @@ class RunConfig:
         names = [f.name for f in fields(cls)]
         for key in data:
             if key not in names:
-                raise ConfigError(f"{at}unknown key '{key}'{did_you_mean(str(key), names)}")
+                raise ConfigError(f"{at}unknown key '{show(key)}'{did_you_mean(str(key), names)}")
         d = {k: v for k, v in data.items() if v is not None or k in ("input_dim", "chunk_size")}
         out: dict[str, Any] = {}
         for key in ("layers", "batch", "seed", "bins"):
             if key in d:
-                out[key] = _int(d[key], key, at, minimum=0 if key == "seed" else 1)
+                out[key] = _int(d[key], key, at, minimum=0 if key == "seed" else 1,
+                                maximum=MAXIMUM.get(key))
         for key in ("input_dim", "chunk_size"):
             if d.get(key) is not None:
                 out[key] = _int(d[key], key, at, minimum=1)
-        if "bins" in out and out["bins"] > 100_000:
-            raise ConfigError(f"{at}bins == {out['bins']}, must be <= 100000.")
         if "width" in d:
             width = d["width"]
             if isinstance(width, str) and "," in width:
@@ -102,7 +102,7 @@ class RunConfig:
             if key in d:
                 val = d[key]
                 if not isinstance(val, str) or val not in options:
-                    raise ConfigError(f"{at}{key} '{val}' is not valid{did_you_mean(str(val), options)}")
+                    raise ConfigError(f"{at}{key} '{show(val)}' is not valid{did_you_mean(str(val), options)}")
                 out[key] = val
         if "backward" in d:
             if not isinstance(d["backward"], bool):
@@ -125,14 +125,14 @@ class RunConfig:
         return cls.from_dict({**data, **(overrides or {})}, where=str(path))
 
 
-def _int(value, key: str, at: str, minimum: int) -> int:
+def _int(value, key: str, at: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{at}{key} must be an integer, got {value!r}.")
     if isinstance(value, str):
         try:
             value = int(value.strip())
         except ValueError:
-            raise ConfigError(f"{at}{key} must be an integer, got '{value}'.") from None
+            raise ConfigError(f"{at}{key} must be an integer, got '{show(value)}'.") from None
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
             raise ConfigError(f"{at}{key} must be an integer, got {value!r}.")
@@ -141,11 +141,39 @@ def _int(value, key: str, at: str, minimum: int) -> int:
         raise ConfigError(f"{at}{key} must be an integer, got {type(value).__name__}.")
     if value < minimum:
         raise ConfigError(f"{key} == {value}, must be >= {minimum}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key} == {value}, must be <= {maximum}.")
     return value
 
 
+def _loader():
+    """A safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: let the default constructor say so
+                break
+            if duplicate:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{show(key)}'", mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
 def load_yaml(path) -> Any:
-    """Parse a YAML file; syntax errors name the file and line."""
+    """Parse a YAML file; syntax errors and duplicate keys name the file and line."""
     import yaml
 
     p = Path(path)
@@ -159,11 +187,16 @@ def load_yaml(path) -> Any:
         raise ConfigError(f"{p}: not a text file (not UTF-8).") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read ({exc.strerror}).") from None
+    if "\x00" in text:
+        raise ConfigError(f"{p}: not a text file (it holds NUL bytes).")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}:{line}: YAML syntax error: {exc.problem}.") from None
+        line = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        what = "YAML syntax error" if not str(exc.problem).startswith("duplicate key") else "YAML error"
+        raise ConfigError(f"{p}:{line} {what}: {show(exc.problem)}.") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: YAML error: {exc}.") from None
+        raise ConfigError(f"{p}: YAML error: {show(exc)}.") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply.") from None

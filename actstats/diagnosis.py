@@ -93,9 +93,10 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
 
     if not any(f["code"] in SEVERITY[:-1] for f in found):
         lo, hi = min(stds), max(stds)
-        found.append({"code": "healthy",
-                      "text": f"healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} "
-                              f"over layers 1–{L}"})
+        span = f"over layers 1–{L}" if L > 1 else "at layer 1"
+        text = (f"healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} {span}" if L > 1
+                else f"healthy: post std {_fmt(lo)} {span}")
+        found.append({"code": "healthy", "text": text})
 
     found.extend(_gradients(layers))
     order = {c: i for i, c in enumerate(SEVERITY)}
@@ -131,3 +132,33 @@ def _gradients(layers: list[dict]) -> list[dict]:
                          f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
     return [{"code": "grad_healthy", "ratio": ratio,
              "text": f"gradients healthy: grad std between {_fmt(min(g))} and {_fmt(max(g))}"}]
+
+
+THEORY_GAP = 0.10  # measured and predicted std differing by more than this is reported
+
+
+def theory_findings(layers: list[dict], summary: dict) -> list[dict]:
+    """One line on the mean-field phase, and where the measurement departs from the prediction."""
+    if not summary.get("applies"):
+        return [{"code": "theory_na", "text": f"theory: no prediction, {summary['reason']}"}]
+    found = []
+    if "phase" in summary:
+        chi, xi = summary["chi_1"], summary["xi_c"]
+        depth = ("ξ_c = ∞" if math.isinf(xi) else f"ξ_c = {xi:.3g} layers") if not math.isnan(xi) \
+            else f"gradients grow e-fold every {abs(summary['xi_grad']):.3g} layers"
+        found.append({"code": "theory", "phase": summary["phase"], "chi_1": chi,
+                      "text": f"theory: {summary['phase']} phase, χ₁ = {chi:.4g}, {depth}, "
+                              f"q* = {summary['q_star']:.4g} (σ_w² = {summary['sigma_w2']:.4g}, "
+                              f"σ_b² = {summary['sigma_b2']:.4g})"})
+    for layer in layers:
+        measured, predicted = layer["post"]["std"], layer["theory"]["post_std"]
+        if not (math.isfinite(measured) and math.isfinite(predicted)) or predicted == 0:
+            continue
+        gap = measured / predicted - 1
+        if abs(gap) > THEORY_GAP:
+            found.append({"code": "theory_departs", "layer": layer["layer"], "gap": gap,
+                          "text": f"measurement departs from theory at layer {layer['layer']}: post std "
+                                  f"{measured:.3g} vs {predicted:.3g} predicted ({gap:+.0%}); "
+                                  "finite width, non-Gaussian weights or symmetry"})
+            break
+    return found

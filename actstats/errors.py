@@ -22,3 +22,11 @@ def did_you_mean(word: str, choices) -> str:
     if close:
         return f"; did you mean '{close[0]}'?"
     return "; valid values: " + ", ".join(choices) + "."
+
+
+def show(text) -> str:
+    """User text made safe for a one-line message: control and invisible characters escaped."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

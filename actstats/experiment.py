@@ -16,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from . import __version__, activations, diagnosis, network
+from . import __version__, activations, datainit, diagnosis, network
 from .config import RunConfig
 
 HIST_TENSORS = ("pre", "post", "grad_pre", "grad_weight")
@@ -51,10 +51,10 @@ class RunResult:
             **self.extra,
         }
 
-    def save(self, path, plots: bool = True):
+    def save(self, path, plots: bool = True, figures: dict | None = None):
         from .results import save
 
-        return save(self, path, plots=plots)
+        return save(self, path, plots=plots, figures=figures)
 
 
 def versions() -> dict:
@@ -66,7 +66,9 @@ def run_experiment(config: RunConfig | Mapping, progress=None) -> RunResult:
     if not isinstance(config, RunConfig):
         config = RunConfig.from_dict(config)
     need = network.check_memory(config)
-    measured = network.run(config, progress=progress)
+    net = network.Network.build(config)
+    init_info = datainit.apply(net, config)
+    measured = network.run(config, net=net, progress=progress)
     act = activations.get(config.act)
     dims = config.dims
     layers, hist = [], {}
@@ -87,9 +89,51 @@ def run_experiment(config: RunConfig | Mapping, progress=None) -> RunResult:
             hist.setdefault(f"{name}_underflow", []).append(ts.hist.underflow)
             hist.setdefault(f"{name}_overflow", []).append(ts.hist.overflow)
     histograms = {k: np.asarray(v) for k, v in hist.items()}
+    summary = add_theory(config, layers, init_info)
     diag = diagnosis.diagnose(layers, act.saturates, act.kind)
-    extra = {"chunk_size": measured.chunk_size, "memory_estimate_bytes": need}
+    diag["findings"].extend(diagnosis.theory_findings(layers, summary))
+    extra = {"chunk_size": measured.chunk_size, "memory_estimate_bytes": need, "theory": summary}
+    if init_info:
+        extra["init"] = init_info
     return RunResult(config, layers, histograms, diag, measured.timings, versions(), extra)
+
+
+def add_theory(config: RunConfig, layers: list[dict], init_info: dict | None = None) -> dict:
+    """Put the mean-field prediction of each layer in ``layers[i]["theory"]`` and return the
+    net's summary: fixed point, chi_1, depth scale and phase, or why theory does not apply.
+
+    Data-driven inits are predicted from what they chose: critical's (sigma_w^2, sigma_b^2), and
+    LSUV's realized per-layer weight variances."""
+    from . import theory
+    from .config import INPUT_SECOND_MOMENT
+    from .inits import resolve
+
+    q0 = INPUT_SECOND_MOMENT[config.input]
+    dims = config.dims
+    if init_info and init_info["scheme"] == "lsuv":
+        sigma_w2 = init_info["sigma_w2"]
+        predicted = theory.predict(config.act, sigma_w2, 0.0, q0, init_info["sigma_w2_back"])
+        sigma_b2 = resolve(config.bias_init).moments(dims[0], dims[1])[1]
+    elif init_info and init_info["scheme"] == "critical":
+        sigma_w2, sigma_b2 = [init_info["sigma_w2"]] * len(layers), init_info["sigma_b2"]
+        back = [init_info["sigma_w2"] * d_out / d_in for d_in, d_out in zip(dims, dims[1:])]
+        predicted = theory.predict(config.act, sigma_w2, sigma_b2, q0, back)
+    else:
+        predicted, reason = theory.predict_for_init(config.init, config.bias_init, config.act,
+                                                    config.widths, dims[0], q0)
+        if predicted is None:
+            return {"applies": False, "reason": reason}
+        sigma_w2 = [d_in * resolve(config.init).moments(d_in, d_out)[1] for d_in, d_out in zip(dims, dims[1:])]
+        sigma_b2 = resolve(config.bias_init).moments(dims[0], dims[1])[1]
+    for layer, p in zip(layers, predicted):
+        layer["theory"] = {k: p[k] for k in ("pre_std", "post_mean", "post_std", "grad_pre_std")}
+    out = {"applies": True, "sigma_w2": min(sigma_w2), "sigma_b2": sigma_b2}
+    if len(set(sigma_w2)) > 1:  # layers of different variance: no single length map
+        out["reason_no_fixed_point"] = "layers differ in sigma_w^2, so there is no single fixed point"
+        return out
+    fp = theory.fixed_point(config.act, out["sigma_w2"], out["sigma_b2"], q0)
+    out.update(q_star=fp.q_star, chi_1=fp.chi_1, xi_c=fp.xi_c, xi_grad=fp.xi_grad, phase=fp.phase)
+    return out
 
 
 def _slug(text: str) -> str:

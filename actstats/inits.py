@@ -221,7 +221,17 @@ SCHEMES: dict[str, Scheme] = {
         {}, "U(+-1/sqrt(fan_in))", "PyTorch nn.Linear default (kaiming_uniform with a=sqrt(5))",
         "the 'uniform' of document 002, suited to sigmoid",
         {"scale": 1.0 / 3, "mode": "fan_in", "distribution": "uniform"}),
+    "lsuv": Scheme(
+        {"tol": 0.1, "max_iter": 10.0}, "orthogonal, then each layer's W scaled by 1/std(pre) "
+        "until |std(pre) - 1| < tol", "Mishkin & Matas 2015, 'All you need is a good init' (LSUV)",
+        "layer-sequential unit-variance; data-driven, needs the activation and the input"),
+    "critical": Scheme(
+        {"q_star": 1.0}, "N(0, sigma_w^2/fan_in) and biases N(0, sigma_b^2) on the critical line "
+        "chi_1 = 1 with fixed point q_star", "Poole et al. 2016; Schoenholz et al. 2017, 'Deep "
+        "information propagation'", "edge of chaos; tanh-like activations; sets the biases too"),
 }
+
+DATA_DRIVEN = ("lsuv", "critical")  # finished by actstats.datainit once the net exists
 
 ALIASES = {"xavier": "xavier_normal", "glorot": "glorot_normal", "he": "kaiming_normal",
            "kaiming": "kaiming_normal", "lecun": "lecun_normal"}
@@ -253,9 +263,19 @@ class Init:
         return {"scale": _gain_scale(kw), "mode": kw["mode"], "distribution": kw["distribution"]}
 
     def sample(self, shape, rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:
+        """Draw the values. The data-driven schemes draw their starting point here (LSUV: an
+        orthogonal matrix; critical: N(0, 1/fan_in)); actstats.datainit rescales them."""
+        with np.errstate(over="ignore"):  # e.g. normal:std=1e308: inf is measured, not warned about
+            return self._sample(shape, rng, fan_in, fan_out)
+
+    def _sample(self, shape, rng, fan_in, fan_out):
         vs = self.variance_args()
         if vs is not None:
             return variance_scaling(shape, rng, fan_in=fan_in, fan_out=fan_out, **vs)
+        if self.scheme == "lsuv":
+            return orthogonal(shape, rng)
+        if self.scheme == "critical":
+            return variance_scaling(shape, rng, fan_in=fan_in, fan_out=fan_out, distribution="normal")
         return _PRIMITIVES[self.scheme](shape, rng, **self.kwargs)
 
     def moments(self, fan_in: int, fan_out: int) -> tuple[float, float]:
@@ -272,7 +292,9 @@ class Init:
             return (kw["low"] + kw["high"]) / 2, (kw["high"] - kw["low"]) ** 2 / 12
         if self.scheme == "truncated_normal":
             return kw["mean"], (kw["std"] * TRUNC_STD) ** 2
-        return 0.0, kw["gain"] ** 2 / max(fan_in, fan_out)  # orthogonal
+        if self.scheme == "critical":
+            return 0.0, 1.0 / fan_in  # before datainit scales it by sigma_w^2
+        return 0.0, kw.get("gain", 1.0) ** 2 / max(fan_in, fan_out)  # orthogonal, lsuv
 
     def bounds(self, fan_in: int, fan_out: int) -> tuple[float, float]:
         """The interval every sample lies in (infinite for normal distributions)."""
@@ -290,8 +312,8 @@ class Init:
             return mean - 2 * kw["std"], mean + 2 * kw["std"]
         if self.scheme in ("zeros", "ones", "constant"):
             return mean, mean
-        if self.scheme == "orthogonal":
-            return -abs(kw["gain"]), abs(kw["gain"])
+        if self.scheme in ("orthogonal", "lsuv"):
+            return -abs(kw.get("gain", 1.0)), abs(kw.get("gain", 1.0))
         return -math.inf, math.inf
 
 
@@ -314,6 +336,15 @@ def resolve(spec, what: str = "init") -> Init:
                                        nonneg=key in ("std", "scale"), positive=False)
     if scheme == "uniform" and values["low"] > values["high"]:
         raise ConfigError(f"{what} 'uniform': low == {values['low']:g} > high == {values['high']:g}.")
+    if scheme == "uniform" and not math.isfinite(values["high"] - values["low"]):
+        raise ConfigError(f"{what} 'uniform': high - low overflows; keep the range below 1.8e308.")
+    if scheme == "lsuv" and not (values["tol"] > 0 and values["max_iter"] >= 1
+                                 and float(values["max_iter"]).is_integer()):
+        raise ConfigError(f"{what} 'lsuv': tol must be > 0 and max_iter an integer >= 1.")
+    if scheme == "critical" and not values["q_star"] > 0:
+        raise ConfigError(f"{what} 'critical': q_star == {values['q_star']:g}, must be > 0.")
+    if scheme in DATA_DRIVEN and what != "init":
+        raise ConfigError(f"{what} '{scheme}' is a weight init; it cannot initialize biases.")
     if scheme == "variance_scaling" and values["scale"] <= 0:
         raise ConfigError(f"{what} 'variance_scaling': scale == {values['scale']:g}, must be > 0.")
     canonical = specs.Spec(parsed.name, tuple(sorted(

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, show
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -56,7 +56,7 @@ def _value(text: str, where: str):
         number = float(t)
     except ValueError:
         if not _NAME.match(t):
-            raise ConfigError(f"{where}: value '{t}' is neither a number nor a word.") from None
+            raise ConfigError(f"{where}: value '{show(t)}' is neither a number nor a word.") from None
         return t
     return number
 
@@ -74,11 +74,11 @@ def parse(spec: "str | Mapping | Spec", what: str = "init") -> Spec:
             raise ConfigError(f"{what} spec {items!r} has no 'name' key.")
         name = items.pop("name")
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(f"{what} spec: name {name!r} is not a valid name.")
+            raise ConfigError(f"{what} spec: name {show(repr(name))} is not a valid name.")
         params = {}
         for key, val in items.items():
             if not isinstance(key, str) or not _NAME.match(key):
-                raise ConfigError(f"{what} spec '{name}': key {key!r} is not a valid name.")
+                raise ConfigError(f"{what} spec '{name}': key {show(repr(key))} is not a valid name.")
             if isinstance(val, str):
                 val = _value(val, f"{what} spec '{name}', key '{key}'")
             elif isinstance(val, (int, float)) and not isinstance(val, bool):
@@ -91,15 +91,15 @@ def parse(spec: "str | Mapping | Spec", what: str = "init") -> Spec:
             params[key] = val
         return Spec(name.lower(), tuple(sorted(params.items())))
     if not isinstance(spec, str):
-        raise ConfigError(f"{what} spec must be a string such as 'normal:std=0.01', got {spec!r}.")
+        raise ConfigError(f"{what} spec must be a string such as 'normal:std=0.01', got {show(repr(spec))}.")
     text = spec.strip()
     name, _, rest = text.partition(":")
     name = name.strip()
     if not name:
-        raise ConfigError(f"malformed {what} spec '{spec}': missing name before ':'.")
+        raise ConfigError(f"malformed {what} spec '{show(spec)}': missing name before ':'.")
     if not _NAME.match(name):
         raise ConfigError(
-            f"malformed {what} spec '{spec}': '{name}' is not a name "
+            f"malformed {what} spec '{show(spec)}': '{show(name)}' is not a name "
             "(expected NAME[:key=value,...])."
         )
     params: dict[str, Any] = {}
@@ -109,15 +109,15 @@ def parse(spec: "str | Mapping | Spec", what: str = "init") -> Spec:
             key = key.strip()
             if not eq or not key:
                 raise ConfigError(
-                    f"malformed {what} spec '{spec}': '{part.strip()}' is not key=value."
+                    f"malformed {what} spec '{show(spec)}': '{show(part.strip())}' is not key=value."
                 )
             if not _NAME.match(key):
-                raise ConfigError(f"malformed {what} spec '{spec}': '{key}' is not a valid key.")
+                raise ConfigError(f"malformed {what} spec '{show(spec)}': '{show(key)}' is not a valid key.")
             if key in params:
-                raise ConfigError(f"malformed {what} spec '{spec}': key '{key}' given twice.")
-            params[key] = _value(val, f"{what} spec '{spec}', key '{key}'")
+                raise ConfigError(f"malformed {what} spec '{show(spec)}': key '{key}' given twice.")
+            params[key] = _value(val, f"{what} spec '{show(spec)}', key '{key}'")
     elif ":" in text:
-        raise ConfigError(f"malformed {what} spec '{spec}': nothing after ':'.")
+        raise ConfigError(f"malformed {what} spec '{show(spec)}': nothing after ':'.")
     return Spec(name.lower(), tuple(sorted(params.items())))
 
 
@@ -142,7 +142,7 @@ def number(values: dict, key: str, spec: Spec, what: str = "init", *, positive=F
     if val is None:
         raise ConfigError(f"{what} '{spec.name}' needs {key}=..., e.g. '{spec.name}:{key}=0.5'.")
     if isinstance(val, bool) or not isinstance(val, (int, float)):
-        raise ConfigError(f"{what} '{spec.name}': {key} must be a number, got '{val}'.")
+        raise ConfigError(f"{what} '{spec.name}': {key} must be a number, got '{show(val)}'.")
     val = float(val)
     if not math.isfinite(val):
         raise ConfigError(f"{what} '{spec.name}': {key} == {val}, must be finite.")
@@ -157,6 +157,6 @@ def choice(values: dict, key: str, options, spec: Spec, what: str = "init") -> s
     val = values[key]
     if not isinstance(val, str) or val not in options:
         raise ConfigError(
-            f"{what} '{spec.name}': {key} '{val}' is not valid{did_you_mean(str(val), options)}"
+            f"{what} '{spec.name}': {key} '{show(val)}' is not valid{did_you_mean(str(val), options)}"
         )
     return val
