@@ -18,7 +18,8 @@ from .errors import ConfigError, did_you_mean, show
 
 INPUTS = ("normal", "uniform", "half")
 DTYPES = ("float64", "float32")
-MAXIMUM = {"layers": 10_000, "bins": 100_000, "seed": 2**63 - 1}  # beyond these: a typo, not a run
+# beyond these a value is a typo, not an experiment (10^8 samples of even a tiny net take minutes)
+MAXIMUM = {"layers": 10_000, "batch": 10**8, "bins": 100_000, "seed": 2**63 - 1}
 INPUT_SECOND_MOMENT = {"normal": 1.0, "uniform": 1.0 / 3, "half": 0.5}  # E[x^2]
 
 
