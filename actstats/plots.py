@@ -546,3 +546,73 @@ def save_run_figures(result, folder) -> list[Path]:
         write_atomic(path, data)
         written.append(path)
     return written
+
+
+# -- the phase diagram of `actstats theory` -----------------------------------------------------------
+
+def named_points(act: str, width: int = 500) -> list[tuple[str, float, float]]:
+    """(label, sigma_w^2, sigma_b^2) of the classic inits on a square net of ``width`` units."""
+    from . import theory
+    from .inits import calculate_gain
+
+    points = [("N(0, 0.01²)", 1e-4 * width, 0.0), ("Xavier/LeCun 1/fan_in", 1.0, 0.0),
+              ("He 2/fan_in", 2.0, 0.0), ("Kaiming, tanh gain", calculate_gain("tanh") ** 2, 0.0),
+              ("PyTorch Linear U(±1/√fan_in)", 1 / 3, 0.0), ("N(0, 1)", float(width), 0.0)]
+    try:
+        c = theory.critical_point(act, target_q=1.0)
+        points.append(("critical:q_star=1", c.sigma_w2, c.sigma_b2))
+    except Exception:  # no critical point with q* = 1 for this activation (e.g. GELU)
+        pass
+    return points
+
+
+def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: float = 4.0,
+                         b_max: float = 0.5, n: int = 61):
+    """chi_1 over (sigma_w^2, sigma_b^2) as colour, the critical line chi_1 = 1, and the named inits
+    (Poole et al. 2016 Fig. 1; Schoenholz et al. 2017 Fig. 1). ``highlight`` = (label, sw2, sb2)."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    from . import theory
+
+    sw2 = np.linspace(w_max / (n - 1), w_max, n)
+    sb2 = np.linspace(0.0, b_max, (n + 1) // 2)
+    grid = theory.phase_diagram(act, sw2, sb2)
+    chi = np.log10(np.clip(grid["chi_1"], 1e-3, 1e3))
+    fig = _new_figure(8.5, 6.0, f"Mean-field phase diagram of {act}: χ₁ = σ_w² E[φ'(z)²] at the fixed point q*")
+    ax = fig.add_axes([0.09, 0.10, 0.72, 0.76])
+    cax = fig.add_axes([0.84, 0.10, 0.025, 0.76])
+    lim = max(0.3, float(np.nanmax(np.abs(chi))))
+    mesh = ax.pcolormesh(sw2, sb2, chi, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -lim, lim), shading="nearest")
+    bar = fig.colorbar(mesh, cax=cax)
+    bar.set_label("log₁₀ χ₁   (< 0 ordered: gradients vanish · > 0 chaotic: they explode)")
+    if np.nanmin(chi) < 0 < np.nanmax(chi):
+        ax.contour(sw2, sb2, chi, levels=[0.0], colors="k", linewidths=2)
+        ax.plot([], [], "k-", lw=2, label="critical line χ₁ = 1")
+    merged: dict = {}  # points that coincide (ReLU's He is its critical point) share one label
+    for label, x, y in named_points(act, width):
+        key = (round(x, 9), round(y, 9))
+        merged[key] = f"{merged[key]} = {label}" if key in merged else label
+    marks = [(label, x, y) for (x, y), label in sorted(merged.items())]
+    marks += [highlight] if highlight else []
+    for i, (label, x, y) in enumerate(marks):
+        star = highlight is not None and i == len(marks) - 1
+        style = dict(marker="*" if star else "o", ms=14 if star else 7, mec="k",
+                     mfc="gold" if star else "white", zorder=5)
+        if x <= w_max and y <= b_max:
+            ax.plot([x], [y], ls="none", **style)
+            offset = (10, -18) if star else (6, 10 + 18 * (i % 3))
+            ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=8, zorder=6,
+                        arrowprops=dict(arrowstyle="-", lw=0.6, color="0.2", shrinkA=0, shrinkB=4),
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.8, lw=0))
+        else:  # off the chart: an arrow at the right edge saying where it is
+            ax.annotate(f"{label}: σ_w² = {x:.3g} →", (w_max, min(y, b_max)), xytext=(-4, 14 + 12 * (i % 3)),
+                        textcoords="offset points", ha="right", fontsize=8, zorder=6,
+                        bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.7, lw=0))
+    ax.set_xlim(0, w_max)
+    ax.set_ylim(0, b_max)
+    ax.set_xlabel("σ_w² = fan_in · Var[W]")
+    ax.set_ylabel("σ_b² = Var[b]")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"named inits on a square net of width {width}", fontsize=9)
+    return fig

@@ -345,3 +345,21 @@ def test_save_run_figures_writes_pngs_and_frees_figures(collapse, tmp_path, monk
 def test_importing_plots_does_not_import_matplotlib():
     code = "import sys, actstats.plots; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_phase_diagram_colours_are_log_chi_and_marks_sit_on_their_inits():
+    from actstats import theory
+
+    fig = plots.phase_diagram_figure("tanh", width=500, highlight=("mine", 1.5, 0.05), n=11)
+    ax = fig.axes[0]
+    mesh = ax.collections[0]
+    sw2 = np.linspace(0.4, 4.0, 11)
+    sb2 = np.linspace(0.0, 0.5, 6)
+    expected = np.log10(np.clip(theory.phase_diagram("tanh", sw2, sb2)["chi_1"], 1e-3, 1e3))
+    assert np.allclose(np.asarray(mesh.get_array()).reshape(expected.shape), expected)
+    points = {(round(float(line.get_xdata()[0]), 6), round(float(line.get_ydata()[0]), 6))
+              for line in ax.lines if len(line.get_xdata()) == 1}
+    # Xavier/LeCun at sigma_w^2 = 1, He at 2, the tanh Kaiming gain at 25/9, and the highlight
+    assert {(1.0, 0.0), (2.0, 0.0), (round(25 / 9, 6), 0.0), (1.5, 0.05)} <= points
+    # N(0, 1) on a 500-wide net (sigma_w^2 = 500) is off the chart and says so
+    assert any("σ_w² = 500 →" in t.get_text() for t in ax.texts)
