@@ -16,7 +16,10 @@ peak memory is bounded by the chunk, not the batch.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -25,11 +28,14 @@ import numpy as np
 from . import activations, inits
 from .config import RunConfig
 from .errors import ConfigError
-from .stats import TensorStats
+from .stats import Scratch, TensorStats
 
 WEIGHTS, BIASES, INPUT, PROJECTION = range(4)  # seed streams
 CHUNK_BUDGET = 256 * 2**20  # bytes of per-chunk activations when the chunk size is automatic
 TENSORS = ("pre", "post", "grad_pre", "grad_weight")
+PARTS = 2            # a chunk's rows split in two halves, one per thread (and core) ...
+MIN_PART_ROWS = 64   # ... when each half gets at least this many rows
+STATS_WORK_BYTES = 33  # per element: the statistics' float64 copy, centred copy, bin floats, bins, mask
 
 
 def rng(seed: int, stream: int, layer: int = 0) -> np.random.Generator:
@@ -73,12 +79,17 @@ def make_input(kind: str, gen: np.random.Generator, rows: int, dim: int) -> np.n
 
 
 def per_sample_bytes(config: RunConfig) -> int:
-    """Bytes one sample needs during a pass: every layer's post and phi' kept for the backward
-    pass, plus a few layer-sized temporaries (statistics work in float64)."""
+    """Bytes one sample needs during a pass: every layer's post and phi' kept for the backward pass
+    (two posts in turn without it), the layer's pre, the work buffers of the statistics (float64),
+    of phi and of the backward pass, and the input (and loss projection) rows, this chunk's and the
+    next one's."""
     dims = config.dims
     item = np.dtype(config.dtype).itemsize
-    kept = 2 * sum(dims[1:]) * item if config.backward else 0
-    return kept + 4 * max(dims) * 8
+    widest = max(dims)
+    kept = 2 * sum(dims[1:]) * item if config.backward else 2 * widest * item
+    layer = widest * (3 * item + STATS_WORK_BYTES + (3 * item if config.backward else 0))
+    inputs = (dims[0] + (dims[-1] if config.backward else 0)) * (16 + item)
+    return kept + layer + inputs
 
 
 def auto_chunk(config: RunConfig) -> int:
@@ -86,16 +97,19 @@ def auto_chunk(config: RunConfig) -> int:
 
 
 def memory_parts(config: RunConfig) -> dict:
-    """Peak memory of a run, by part: weights (and weight gradients), one chunk's activations, and a
-    margin for the interpreter, the libraries and the statistics of the largest weight matrix."""
+    """Peak memory of a run, by part: weights (and each thread's weight-gradient sums), one chunk's
+    activations and work buffers, and a margin for the interpreter and the libraries."""
     dims = config.dims
     item = np.dtype(config.dtype).itemsize
     params = sum(dims[l - 1] * dims[l] for l in range(1, len(dims)))
     biggest = max(dims[l - 1] * dims[l] for l in range(1, len(dims)))
     chunk = min(config.chunk_size or auto_chunk(config), config.batch)
-    return {"weights": params * item * (2 if config.backward else 1),
+    weights = params * item
+    if config.backward:  # a sum per thread, a product buffer per thread, their total at the end
+        weights += PARTS * params * item + (PARTS + 1) * biggest * item
+    return {"weights": weights,
             "chunk": chunk * per_sample_bytes(config),
-            "other": biggest * 8 * 2 + 150 * 2**20}
+            "other": biggest * STATS_WORK_BYTES + 150 * 2**20}
 
 
 def estimate_bytes(config: RunConfig) -> int:
@@ -149,62 +163,214 @@ class Pass:
     chunk_size: int = 0
 
 
+def _openblas_threads():
+    """(set, get) of the number of threads of the OpenBLAS that NumPy loaded, through ctypes, or
+    None (another BLAS, or not Linux): then the two halves of a chunk run one after the other."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+            if setter is not None and getter is not None:
+                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+                return setter, getter
+    return None
+
+
+_BLAS = []  # cached _openblas_threads()
+
+
+class _Part:
+    """One thread's share of every chunk (a contiguous block of its rows): that share's statistics,
+    its work buffers and its sums of dL/dW. Shares merge in a fixed order at the end, so the numbers
+    never depend on thread timing."""
+
+    def __init__(self, config: RunConfig, net: "Network"):
+        self.config, self.net = config, net
+        act, dtype, bins = net.act, np.dtype(config.dtype), config.bins
+        self.layers = [LayerStats(TensorStats(bins, None, dtype),
+                                  TensorStats(bins, act.post_range, dtype, units=True),
+                                  TensorStats(bins, None, dtype, units=True) if config.backward else None)
+                       for _ in net.weights]
+        self.grad_w: list[np.ndarray | None] = [None] * len(net.weights)
+        self.work = Scratch()
+        self.t_fwd = self.t_bwd = 0.0
+        self.bias = [bool(np.any(b)) for b in net.biases]  # zero biases (the default): no add
+
+    def chunk(self, a: np.ndarray, g):
+        """Forward (and backward) for input rows ``a``; ``g()`` gives the loss projection rows."""
+        with np.errstate(all="ignore"):  # per thread: overflow is measured (frac_nonfinite), not warned about
+            self._chunk(a, g)
+
+    def _chunk(self, a: np.ndarray, g):
+        t0 = time.perf_counter()
+        net, work, config = self.net, self.work, self.config
+        act, dtype, rows = net.act, np.dtype(config.dtype), a.shape[0]
+        in_place = act.kind in activations.IN_PLACE
+        posts, slopes = [a], []
+        for l, W in enumerate(net.weights):
+            st = self.layers[l]
+            z = np.matmul(a, W, out=work.get("pre", (rows, W.shape[1]), dtype))  # (rows, fan_out)
+            if self.bias[l]:
+                z += net.biases[l]
+            lo, hi = st.pre.update(z, work=work)
+            sat = _n_saturated(act, z, lo, hi, work) if act.saturates else 0
+            name = f"post{l}" if config.backward else f"post{l % 2}"
+            if in_place:
+                a = act.phi(z, out=work.get(name, z.shape, dtype),
+                            work=(work.get("phi0", z.shape, dtype), work.get("phi1", z.shape, dtype)))
+            else:
+                a = act.phi(z)
+            st.post.update(a, n_saturated=sat, work=work)
+            if config.backward:
+                slope = (act.dphi(z, a, out=work.get(f"slope{l}", z.shape, dtype)) if in_place
+                         else act.dphi(z, a))
+                st.slope_sum += float(np.sum(slope, dtype=np.float64))
+                posts.append(a)
+                slopes.append(slope)
+        t1 = time.perf_counter()
+        self.t_fwd += t1 - t0
+        if not config.backward:
+            return
+        d = g()  # (rows, fan_out of the last layer)
+        for l in range(len(net.weights) - 1, -1, -1):
+            W = net.weights[l]
+            gp = np.multiply(d, slopes[l], out=work.get("grad_pre", slopes[l].shape, dtype))
+            self.layers[l].grad_pre.update(gp, work=work)
+            if self.grad_w[l] is None:
+                self.grad_w[l] = posts[l].T @ gp
+            else:
+                self.grad_w[l] += np.matmul(posts[l].T, gp, out=work.get("grad_w", W.shape, dtype))
+            if l:
+                d = np.matmul(gp, W.T, out=work.get(f"d{l % 2}", (rows, W.shape[0]), dtype))
+        self.t_bwd += time.perf_counter() - t1
+
+
+def _n_saturated(act: activations.Activation, z: np.ndarray, lo: float, hi: float, work: Scratch) -> int:
+    """Saturated units of a chunk of pre-activations; the chunk's extremes rule out most passes."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return int(np.count_nonzero(act.saturated(z)))
+    n = 0
+    mask = work.get("saturated", z.shape, np.bool_)
+    if hi > act.sat_high:
+        n += int(np.count_nonzero(np.greater(z, act.sat_high, out=mask)))
+    if lo < act.sat_low:
+        n += int(np.count_nonzero(np.less(z, act.sat_low, out=mask)))
+    return n
+
+
 def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
     """Push ``config.batch`` samples through the net, chunk by chunk, and collect statistics.
 
     ``progress(done, total)`` is called after each chunk with the number of rows done.
+
+    Each chunk's rows split in two halves run by two threads, each with a one-thread BLAS: NumPy
+    and BLAS release the GIL, so one core multiplies while the other computes phi and statistics,
+    and single-threaded matrix products waste less than two-threaded ones. The input rows of the
+    next chunk (and the loss projection of this one) are drawn meanwhile.
     """
     t0 = time.perf_counter()
     net = net or Network.build(config)
     t_build = time.perf_counter() - t0
-    act, dtype, bins = net.act, np.dtype(config.dtype), config.bins
+    dtype = np.dtype(config.dtype)
     L = len(net.weights)
-    layers = [LayerStats(TensorStats(bins, None, dtype),
-                         TensorStats(bins, act.post_range, dtype, units=True),
-                         TensorStats(bins, None, dtype, units=True) if config.backward else None)
-              for _ in range(L)]
-    grad_w = [np.zeros_like(W) for W in net.weights] if config.backward else None
     chunk = config.chunk_size or auto_chunk(config)
+    parts = [_Part(config, net) for _ in range(PARTS)]
     x_gen, g_gen = rng(config.seed, INPUT), rng(config.seed, PROJECTION)
-    t_fwd = t_bwd = 0.0
-    with np.errstate(all="ignore"):  # overflow is measured (frac_nonfinite), not warned about
-        for start in range(0, config.batch, chunk):
-            rows = min(chunk, config.batch - start)
-            t1 = time.perf_counter()
-            a = make_input(config.input, x_gen, rows, net.dims[0]).astype(dtype, copy=False)
-            posts, slopes = [a], []
-            for l in range(L):
-                z = a @ net.weights[l]
-                z += net.biases[l]
-                a = act.phi(z)
-                st = layers[l]
-                st.pre.update(z)
-                sat = int(np.count_nonzero(act.saturated(z))) if act.saturates else 0
-                st.post.update(a, n_saturated=sat)
+
+    def draw_input(rows):
+        return make_input(config.input, x_gen, rows, net.dims[0]).astype(dtype, copy=False)
+
+    if not _BLAS:
+        _BLAS.append(_openblas_threads())
+    blas = _BLAS[0]
+    pool, g_ready = None, None
+    # two threads only where BLAS may use two: a sweep worker limited to one BLAS thread (so that
+    # workers x threads never exceed the cores) runs the two halves one after the other
+    if blas is not None and chunk >= PARTS * MIN_PART_ROWS and blas[1]() >= PARTS:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(PARTS, thread_name_prefix="actstats")
+        threads = blas[1]()
+        blas[0](1)
+    try:
+        with np.errstate(all="ignore"):  # overflow is measured (frac_nonfinite), not warned about
+            x = draw_input(min(chunk, config.batch))
+            for start in range(0, config.batch, chunk):
+                rows = x.shape[0]
+                cut = (rows + 1) // 2 if rows >= PARTS * MIN_PART_ROWS else rows
+                shares = [(parts[0], slice(0, cut)), (parts[1], slice(cut, rows))][: 2 if cut < rows else 1]
                 if config.backward:
-                    slope = act.dphi(z, a)
-                    st.slope_sum += float(np.sum(slope, dtype=np.float64))
-                    slopes.append(slope)
-                    posts.append(a)
-            t2 = time.perf_counter()
-            t_fwd += t2 - t1
-            if config.backward:
-                d = g_gen.standard_normal((rows, net.dims[-1])).astype(dtype, copy=False)
-                for l in range(L - 1, -1, -1):
-                    gp = d * slopes[l]
-                    layers[l].grad_pre.update(gp)
-                    grad_w[l] += posts[l].T @ gp
-                    if l:
-                        d = gp @ net.weights[l].T
-                t_bwd += time.perf_counter() - t2
-            if progress:
-                progress(start + rows, config.batch)
-        if config.backward:
+                    g_ready = threading.Event()
+                    g_rows: list = []
+
+                    def g_of(sl, ready=g_ready, box=g_rows):
+                        ready.wait()
+                        return box[0][sl]
+                else:
+                    g_of = None
+                if pool is not None:
+                    jobs = [pool.submit(p.chunk, x[sl], g_of and functools.partial(g_of, sl)) for p, sl in shares]
+                if config.backward:
+                    g_rows.append(g_gen.standard_normal((rows, net.dims[-1])).astype(dtype, copy=False))
+                    g_ready.set()
+                if pool is None:
+                    for p, sl in shares:
+                        p.chunk(x[sl], g_of and functools.partial(g_of, sl))
+                nxt = min(chunk, config.batch - start - rows)
+                x_next = draw_input(nxt) if nxt > 0 else None
+                if pool is not None:
+                    for job in jobs:
+                        job.result()
+                x = x_next
+                if progress:
+                    progress(start + rows, config.batch)
             t3 = time.perf_counter()
-            for l in range(L):
-                gw = TensorStats(bins, None, dtype)
-                gw.update(grad_w[l])
-                layers[l].grad_weight = gw
-            t_bwd += time.perf_counter() - t3
+            layers = parts[0].layers
+            for other in parts[1:]:
+                for mine, theirs in zip(layers, other.layers):
+                    mine.pre.merge(theirs.pre)
+                    mine.post.merge(theirs.post)
+                    if config.backward:
+                        mine.grad_pre.merge(theirs.grad_pre)
+                        mine.slope_sum += theirs.slope_sum
+            if config.backward:
+                @np.errstate(all="ignore")
+                def weight_stats(l, work):
+                    grad_w = parts[0].grad_w[l]
+                    for other in parts[1:]:
+                        if other.grad_w[l] is not None:
+                            grad_w += other.grad_w[l]
+                    gw = TensorStats(config.bins, None, dtype)
+                    gw.update(grad_w, work=work)
+                    layers[l].grad_weight = gw
+
+                if pool is not None:
+                    jobs = [pool.submit(lambda k: [weight_stats(l, parts[k].work) for l in range(k, L, PARTS)], k)
+                            for k in range(PARTS)]
+                    for job in jobs:
+                        job.result()
+                else:
+                    for l in range(L):
+                        weight_stats(l, parts[0].work)
+            t_merge = time.perf_counter() - t3
+    finally:
+        if g_ready is not None:
+            g_ready.set()  # a failure before the projection was drawn: let the threads finish
+        if pool is not None:
+            pool.shutdown()
+            blas[0](threads)
+    t_fwd = max(p.t_fwd for p in parts)
+    t_bwd = max(p.t_bwd for p in parts) + t_merge
     return Pass(layers, {"build": t_build, "forward": t_fwd, "backward": t_bwd,
                          "total": time.perf_counter() - t0}, chunk)

@@ -13,10 +13,16 @@ A tensor arrives in chunks (rows of the batch); ``TensorStats.update`` folds eac
   exactly, and the data fills between half and all of the bins.
 
 Non-finite values (inf, NaN) are counted in ``frac_nonfinite`` and left out of everything else.
+
+Speed: a chunk of finite values is read a handful of times, into reusable buffers (``Scratch``):
+min and max; sum and sum of squares (per row when units are tracked), falling back to the centred
+two-pass formula only when mean^2 / var is large enough to cost precision; the zero count only when
+min <= 0 <= max; and the histogram as ``floor(x * 2**-e) - start`` (exact) and one ``bincount``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -24,6 +30,39 @@ import numpy as np
 E_FLOOR = {np.dtype(np.float64): -1000, np.dtype(np.float32): -100}  # 2**-e stays representable
 INDEX_BITS = 50  # bin indices stay below 2**50: exact in float64 and in int64
 SYMMETRY_TOL = 1e-6  # units equal up to rounding: relative spread across units below this
+# sum/sum-of-squares moments lose about mean^2/var * eps of relative precision: above this ratio the
+# centred two-pass formula is used instead (its error is a few eps whatever the mean)
+CANCEL_RATIO = 32.0
+
+
+class Scratch:
+    """Reusable work arrays, one set per thread. A fresh multi-megabyte array costs a page fault per
+    4 KiB page on every use; these are allocated once and grown when a larger chunk needs it."""
+
+    def __init__(self):
+        self._bufs: dict = {}
+
+    def get(self, name: str, shape, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        n = math.prod(shape)
+        buf = self._bufs.get((name, dtype))
+        if buf is None or buf.size < n:
+            buf = self._bufs[(name, dtype)] = np.empty(n, dtype)
+        return buf[:n].reshape(shape)
+
+    def ones(self, n: int) -> np.ndarray:
+        buf = self._bufs.get("ones")
+        if buf is None or buf.size < n:
+            buf = self._bufs["ones"] = np.ones(n)
+        return buf[:n]
+
+
+
+
+def _level(x: float, e: int) -> int:
+    """floor(x / 2**e), exactly: ldexp rounds a tiny negative x to -0.0 when e > 0, but its bin is -1."""
+    k = math.floor(math.ldexp(x, -e))
+    return -1 if k == 0 and x < 0 else k
 
 
 def _finite_part(x: np.ndarray) -> tuple[np.ndarray, int, float, float]:
@@ -40,6 +79,47 @@ def _finite_part(x: np.ndarray) -> tuple[np.ndarray, int, float, float]:
     return finite, x.size - finite.size, float(finite.min()), float(finite.max())
 
 
+def _fixed_level(lo: float, hi: float, bins: int):
+    """(scale, shift): the fixed grid's bin of x is floor(x * scale) + shift when lo * scale is a whole
+    number (tanh's [-1, 1] with an even number of bins, sigmoid's [0, 1]: 0 is an exact edge and tiny
+    negative values fall left of it), else floor((x - lo) * scale) (shift None)."""
+    scale = bins / (hi - lo)
+    shift = -lo * scale
+    return scale, (shift if shift == math.floor(shift) else None)
+
+
+@functools.lru_cache(maxsize=64)
+def _fixed_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """Edges of the fixed grid: edge k is the smallest float x whose bin (see _fixed_level, computed
+    as Histogram.update computes it) is >= k. They are linspace(lo, hi, bins + 1) up to an ulp or two,
+    and they make the binning exactly numpy.histogram's on these edges."""
+    scale, shift = _fixed_level(lo, hi, bins)
+
+    def key(x):  # floats -> integers in the same order
+        b = np.asarray(x, np.float64).view(np.int64)
+        return np.where(b < 0, np.int64(-(2**63)) - b, b)
+
+    def value(k):
+        return np.where(k < 0, np.int64(-(2**63)) - k, k).view(np.float64)
+
+    def level(x):
+        return np.floor(x * scale) + shift if shift is not None else np.floor((x - lo) * scale)
+
+    k = np.arange(1, bins, dtype=np.float64)
+    a = np.full(k.shape, key(lo), np.int64)  # level(a) < k <= level(b)
+    b = np.full(k.shape, key(hi), np.int64)
+    for _ in range(70):
+        if np.all(b - a <= 1):
+            break
+        mid = a + (b - a) // 2
+        up = level(value(mid)) >= k
+        b = np.where(up, mid, b)
+        a = np.where(up, a, mid)
+    edges = np.concatenate([[lo], value(b), [hi]])
+    edges.flags.writeable = False  # cached: shared by every histogram of this grid
+    return edges
+
+
 class Histogram:
     """Counts over ``bins`` bins; fixed edges when ``fixed=(lo, hi)``, else the adaptive 2**e grid."""
 
@@ -52,6 +132,9 @@ class Histogram:
         self.overflow = 0
         self.e: int | None = None     # adaptive grid: width 2**e ...
         self.start = 0                # ... first bin covers [start, start+1) * 2**e
+        if fixed is not None:
+            self._scale, self._shift = _fixed_level(float(fixed[0]), float(fixed[1]), bins)
+            self._edges = _fixed_edges(float(fixed[0]), float(fixed[1]), bins)
 
     # -- adaptive grid ----------------------------------------------------------------------------
     def _exponent(self, lo: float, hi: float) -> int:
@@ -61,7 +144,7 @@ class Histogram:
                                                          E_FLOOR[self.dtype])
         span = hi / 2 - lo / 2  # halves: no overflow near the float limit
         e = e_min if span <= 0 else max(e_min, math.frexp(span)[1] - int(math.log2(self.bins)) - 1)
-        while math.floor(math.ldexp(hi, -e)) - math.floor(math.ldexp(lo, -e)) + 1 > self.bins:
+        while _level(hi, e) - _level(lo, e) + 1 > self.bins:
             e += 1
         return e
 
@@ -71,42 +154,62 @@ class Histogram:
             self.e, self.start = e, start
             return
         full = np.flatnonzero(self.counts)  # empty bins may lie outside the new range
-        idx = ((full + self.start) >> (e - self.e)) - start
+        # |full + start| < 2**51, so a shift by 62 already gives floor's 0 or -1 (and numpy's shift
+        # by 64 or more is undefined)
+        idx = ((full + self.start) >> min(e - self.e, 62)) - start
         counts = np.zeros(self.bins, dtype=np.int64)
         np.add.at(counts, idx, self.counts[full])
         self.counts = counts
         self.e, self.start = e, start
 
-    def update(self, x: np.ndarray, lo: float, hi: float, data_lo: float, data_hi: float):
-        """Count finite ``x``; (lo, hi) its own extremes, (data_lo, data_hi) those of all data so far."""
+    def update(self, x: np.ndarray, lo: float, hi: float, data_lo: float, data_hi: float,
+               work: Scratch | None = None):
+        """Count finite ``x``; (lo, hi) its own extremes, (data_lo, data_hi) those of all data so far.
+        ``x`` is float64 or float32 (binned through float64, where every step below is exact)."""
         if x.size == 0:
             return
+        work = work or Scratch()
+        x = x.reshape(-1)
+        f = work.get("hist_f", x.shape, np.float64)
+        idx = work.get("hist_i", x.shape, np.int64)
         if self.fixed is not None:
-            self._count_fixed(x)
+            flo, fhi = self.fixed
+            if lo < flo or hi > fhi:  # values outside the range: counted apart, never dropped
+                self.underflow += int(np.count_nonzero(x < flo))
+                self.overflow += int(np.count_nonzero(x > fhi))
+                x = x[(x >= flo) & (x <= fhi)]
+                f, idx = f[: x.size], idx[: x.size]
+            # the bin is a monotone function of x (_fixed_level); _fixed_edges are the exact points
+            # where it steps, so the counts are numpy.histogram's on edges()
+            if self._shift is not None:
+                np.multiply(x, self._scale, out=f)
+                np.floor(f, out=f)
+                f += self._shift
+            else:
+                np.subtract(x, flo, out=f)
+                f *= self._scale
+                np.floor(f, out=f)
+            np.copyto(idx, f, casting="unsafe")
+            counts = np.bincount(idx, minlength=self.bins + 1)
+            counts[self.bins - 1] += counts[self.bins]  # x == hi (or rounding to it): the last bin
+            self.counts += counts[: self.bins]
             return
         e = self._exponent(data_lo, data_hi)
-        start = math.floor(math.ldexp(data_lo, -e))
+        start = _level(data_lo, e)
         if self.e != e or self.start != start:
             self._regrid(e, start)
-        # x * 2**-e is exact (a power-of-two scaling), and so is its floor
-        scaled = np.multiply(x, math.ldexp(1.0, -e), dtype=x.dtype)
-        idx = np.floor(scaled, out=scaled).astype(np.int64)
-        idx -= start
-        self.counts += np.bincount(idx.reshape(-1), minlength=self.bins)[: self.bins]
-
-    def _count_fixed(self, x: np.ndarray):
-        lo, hi = self.fixed
-        f = (x - lo) * (self.bins / (hi - lo))
-        idx = np.floor(f).astype(np.int64).reshape(-1)
-        under = idx < 0
-        over = idx >= self.bins
-        # a value exactly at the upper edge belongs to the last bin, as in numpy.histogram
-        at_top = over & (x.reshape(-1) == hi)
-        self.underflow += int(np.count_nonzero(under))
-        self.overflow += int(np.count_nonzero(over & ~at_top))
-        np.clip(idx, 0, self.bins - 1, out=idx)
-        keep = ~(under | (over & ~at_top))
-        self.counts += np.bincount(idx[keep] if not keep.all() else idx, minlength=self.bins)
+        # x * 2**-e is exact (a power-of-two scaling), and so are its floor and floor - start
+        # (integers below 2**51); only then is it truncated to int64
+        np.multiply(x, math.ldexp(1.0, -e), out=f)
+        np.floor(f, out=f)
+        if e > 0 and lo < 0 and hi > -math.ldexp(1.0, e - 1074):
+            # a negative x so close to 0 that x * 2**-e underflowed to -0.0 belongs in bin -1, not 0
+            under = work.get("hist_under", x.shape, np.bool_)
+            np.logical_and(np.equal(f, 0.0, out=under), x < 0, out=under)
+            f[under] = -1.0
+        f -= start
+        np.copyto(idx, f, casting="unsafe")
+        self.counts += np.bincount(idx, minlength=self.bins)[: self.bins]
 
     def merge(self, other: "Histogram", data_lo: float, data_hi: float):
         if self.fixed is not None:
@@ -117,7 +220,7 @@ class Histogram:
         if other.e is None:
             return
         e = self._exponent(data_lo, data_hi)
-        start = math.floor(math.ldexp(data_lo, -e))
+        start = _level(data_lo, e)
         self._regrid(e, start)
         theirs = Histogram(self.bins, None, self.dtype)
         theirs.counts, theirs.e, theirs.start = other.counts.copy(), other.e, other.start
@@ -126,7 +229,7 @@ class Histogram:
 
     def edges(self) -> np.ndarray:
         if self.fixed is not None:
-            return np.linspace(self.fixed[0], self.fixed[1], self.bins + 1)
+            return self._edges.copy()
         if self.e is None:  # no finite data at all
             return np.linspace(-1.0, 1.0, self.bins + 1)
         with np.errstate(over="ignore"):  # the top edge may pass the largest float
@@ -158,14 +261,56 @@ class TensorStats:
         self.alive: np.ndarray | None = None  # per unit: non-zero for some sample
         self.hist = Histogram(bins, fixed_range, dtype)
 
-    def update(self, x: np.ndarray, n_saturated: int = 0):
+    def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None):
+        """Fold in a chunk (float64 or float32; 2-D (samples, units) when units are tracked).
+        Returns the chunk's (min, max) over finite values, NaN when there is none.
+        Finite values beyond ~1e154 overflow the sum of squares: their std is reported as inf."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._update(x, n_saturated, work)
+
+    def _update(self, x: np.ndarray, n_saturated: int, work: Scratch | None):
         self.count += x.size
         self.n_saturated += n_saturated
+        if x.size == 0:
+            if self.units:
+                self._update_units_general(x)
+            return math.nan, math.nan
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return self._update_general(x)
+        work = work or Scratch()
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        x64 = x
+        if x.dtype != np.float64:  # float32: sums, squares and bins in float64 (all exact but the sums)
+            x64 = work.get("x64", x.shape, np.float64)
+            np.copyto(x64, x)
+        n = x.size
         if self.units:
-            self._update_units(x)
+            total, m2 = self._update_units(x64, work)
+        else:
+            flat = x64.reshape(-1)
+            total = float(np.sum(flat))
+            m2 = float(np.einsum("i,i->", flat, flat)) - total * (total / n)
+            if not m2 * CANCEL_RATIO > total * (total / n):  # mean^2/var large (or var 0): centre
+                d = work.get("centred", flat.shape, np.float64)
+                np.subtract(flat, total / n, out=d)
+                m2 = float(np.einsum("i,i->", d, d))
+        self._merge_moments(n, total / n, m2)
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        if lo <= 0.0 <= hi:
+            zero = work.get("zero", x.shape, np.bool_)
+            self.n_zero += int(np.count_nonzero(np.equal(x, 0, out=zero)))
+        self.hist.update(x64, lo, hi, self.min, self.max, work)
+        return lo, hi
+
+    def _update_general(self, x: np.ndarray):
+        """Any chunk, non-finite values included (the straightforward passes)."""
+        if self.units:
+            self._update_units_general(x)
         finite, _, lo, hi = _finite_part(x)
         if finite.size == 0:
-            return
+            return math.nan, math.nan
         n = finite.size
         total = np.sum(finite, dtype=np.float64)
         mean = float(total) / n
@@ -175,20 +320,73 @@ class TensorStats:
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.n_zero += n - int(np.count_nonzero(finite))
         self.hist.update(finite, lo, hi, self.min, self.max)
+        return lo, hi
 
-    def _update_units(self, x: np.ndarray):
+    def _update_units(self, x: np.ndarray, work: Scratch) -> tuple[float, float]:
+        """Units statistics of a finite float64 chunk (samples, units), from per-sample sums and sums
+        of squares; returns the chunk's (sum, M2), which those give too."""
+        rows, units = x.shape
+        s = np.add.reduce(x, axis=1)                         # (rows,)
+        q = np.einsum("ij,ij->i", x, x)                      # (rows,)
+        total = float(np.sum(s))
+        n = x.size
+        m2 = float(np.sum(q)) - total * (total / n)
+        shift = 0.0
+        if not m2 * CANCEL_RATIO > total * (total / n):      # centre on the chunk mean first
+            shift = total / n
+            d = work.get("centred", x.shape, np.float64)
+            np.subtract(x, shift, out=d)
+            s = np.add.reduce(d, axis=1)
+            q = np.einsum("ij,ij->i", d, d)
+            m2 = float(np.sum(q))
+        mean = s / units                                     # of the (shifted) rows
+        var = q / units - mean * mean
+        # rows where mean^2/var is small have a precise var; where, besides, std > SYMMETRY_TOL *
+        # |mean| the units certainly differ (range >= 2 std > SYMMETRY_TOL * max|value|). The other
+        # rows (symmetric nets) get the exact passes.
+        clear = var * CANCEL_RATIO > mean * mean
+        mean += shift
+        clear &= var > (SYMMETRY_TOL * mean) ** 2
+        spread = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
+        asymmetric = rows
+        if not clear.all():
+            unclear = np.flatnonzero(~clear)
+            xs = x[unclear]
+            spread[unclear] = np.std(xs, axis=1)
+            hi, lo = xs.max(axis=1), xs.min(axis=1)
+            asymmetric -= int(np.count_nonzero(~(hi - lo > SYMMETRY_TOL * np.maximum(abs(hi), abs(lo)))))
+        self.asymmetric += asymmetric
+        self.unit_std_sum += float(np.sum(spread))
+        self.samples += rows
+        self._update_alive(x)
+        return total, m2
+
+    def _update_alive(self, x: np.ndarray):
+        """Units non-zero for some sample; only the units not yet seen alive are looked at."""
+        if self.alive is None:
+            self.alive = x[0] != 0
+        if self.alive.all():
+            return
+        dead = np.flatnonzero(~self.alive)
+        self.alive[dead] = np.any(x[:, dead] != 0, axis=0)
+
+    def _update_units_general(self, x: np.ndarray):
         with np.errstate(all="ignore"):
             spread = np.std(x, axis=1, dtype=np.float64)
-            hi, lo = x.max(axis=1), x.min(axis=1)
+            hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)
             # a sample breaks the symmetry when its units differ by more than rounding
             self.asymmetric += int(np.count_nonzero(hi - lo > SYMMETRY_TOL * np.maximum(abs(hi), abs(lo))))
         self.unit_std_sum += float(np.sum(spread[np.isfinite(spread)]))
         self.samples += x.shape[0]
-        alive = np.any(x != 0, axis=0)
-        self.alive = alive if self.alive is None else (self.alive | alive)
+        if x.shape[0]:
+            alive = np.any(x != 0, axis=0)
+            self.alive = alive if self.alive is None else (self.alive | alive)
 
     def _merge_moments(self, n_b: int, mean_b: float, m2_b: float):
         n_a = self.n
+        if n_a == 0:  # nothing to merge with (and inf * 0 would make the next line NaN)
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return
         n = n_a + n_b
         delta = mean_b - self.mean
         self.mean += delta * n_b / n
@@ -197,6 +395,10 @@ class TensorStats:
 
     def merge(self, other: "TensorStats") -> "TensorStats":
         """Fold ``other`` (statistics of further data of the same tensor) into this one."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._merge(other)
+
+    def _merge(self, other: "TensorStats") -> "TensorStats":
         self.count += other.count
         self.n_saturated += other.n_saturated
         self.n_zero += other.n_zero

@@ -7,7 +7,9 @@ import pytest
 
 from actstats import RunConfig, load_results, run_experiment
 from actstats.errors import ConfigError
-from actstats.network import INPUT, PROJECTION, Network, check_memory, make_input, rng
+from actstats.activations import get as get_activation
+from actstats.network import (INPUT, MIN_PART_ROWS, PARTS, PROJECTION, Network, auto_chunk, check_memory,
+                              estimate_bytes, make_input, memory_parts, rng)
 from actstats.results import to_json_text
 
 SMALL = dict(init="xavier", act="tanh", layers=4, width=30, input_dim=20, batch=64, bins=16)
@@ -18,7 +20,11 @@ def reference_pass(config: RunConfig):
     net = Network.build(config)
     x = make_input(config.input, rng(config.seed, INPUT), config.batch, config.dims[0])
     g = rng(config.seed, PROJECTION).standard_normal((config.batch, config.dims[-1]))
+    x = x.astype(config.dtype)
+    g = g.astype(config.dtype)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     acts = {"tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+            "sigmoid": (sig, lambda z: sig(z) * (1 - sig(z))),
             "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0) * 1.0)}
     phi, dphi = acts[config.act]
     a, pres, posts = x, [], [x]
@@ -80,22 +86,78 @@ def test_batch_size_and_depth_do_not_change_the_weights():
         assert np.array_equal(W, W2) and np.array_equal(W, W3)
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64])
-def test_chunked_equals_unchunked(chunk):
-    # BLAS sums a row's dot products in an order that depends on the number of rows (a single row
-    # goes through gemv), so values, and with them moments and extremes, agree to rounding (1e-12);
-    # counts and histograms agree exactly
-    whole = run_experiment({**SMALL, "chunk_size": 64})
-    part = run_experiment({**SMALL, "chunk_size": chunk})
+TIGHT = ("mean", "std", "unit_std", "mean_slope", "min", "max")
+
+
+def assert_same_run(whole, part, rel):
     for a, b in zip(whole.layers, part.layers):
         for tensor in ("pre", "post", "grad_pre", "grad_weight"):
             for key, value in a[tensor].items():
-                if key in ("mean", "std", "unit_std", "mean_slope", "min", "max"):
-                    assert b[tensor][key] == pytest.approx(value, rel=1e-12, abs=1e-15), (tensor, key)
+                if key in TIGHT:
+                    assert b[tensor][key] == pytest.approx(value, rel=rel, abs=1e-15), (tensor, key)
                 else:
                     assert b[tensor][key] == value, (tensor, key)
     for key, value in whole.histograms.items():
         assert np.array_equal(part.histograms[key], value), key
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("chunk", [1, 7, 64, None])
+def test_chunked_equals_unchunked(chunk, dtype, act):
+    # BLAS sums a row's dot products in an order that depends on the number of rows (a single row
+    # goes through gemv), so values, and with them moments and extremes, agree to rounding: 1e-12 in
+    # float64, float32's rounding of the values themselves in float32; counts and histograms agree
+    # exactly (float32 values rounding differently could move one across a bin edge: not seen here)
+    config = {**SMALL, "act": act, "dtype": dtype, "bias_init": "normal:std=0.1"}
+    whole = run_experiment({**config, "chunk_size": 64})
+    part = run_experiment({**config, "chunk_size": chunk})  # None: automatic, the whole batch here
+    assert_same_run(whole, part, 1e-12 if dtype == "float64" else 1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 300])
+def test_chunks_split_between_two_threads_equal_one_thread(chunk):
+    # chunks of >= 2 * MIN_PART_ROWS rows are cut in two halves run by two threads (each with its own
+    # statistics, merged at the end); the numbers equal a run in chunks too small to be cut
+    assert 300 >= PARTS * MIN_PART_ROWS > 64
+    config = {**SMALL, "act": "tanh", "batch": 300, "layers": 3}
+    whole = run_experiment({**config, "chunk_size": 300})
+    assert whole.extra["chunk_size"] == 300
+    part = run_experiment({**config, "chunk_size": chunk})
+    assert_same_run(whole, part, 1e-12)
+    again = run_experiment({**config, "chunk_size": 300})
+    assert again.layers == whole.layers  # and the threads never change a bit from run to run
+
+
+def test_engine_fast_paths_equal_direct_numpy_with_symmetric_and_saturated_layers():
+    # constant weights: every unit equal (the symmetric fallback of the units statistics); normal:std=3
+    # saturates tanh (the saturated count's pruning by min/max); relu with a negative bias kills units
+    for config in ({**SMALL, "init": "constant:value=0.05", "act": "tanh"},
+                   {**SMALL, "init": "normal:std=3", "act": "tanh"},
+                   {**SMALL, "init": "he", "act": "relu", "bias_init": "constant:value=-0.5"},
+                   {**SMALL, "init": "xavier", "act": "sigmoid", "dtype": "float32"}):
+        config = RunConfig.from_dict(config)
+        result = run_experiment(config)
+        ref = reference_pass(config)
+        act = get_activation(config.act)
+        for l, layer in enumerate(result.layers):
+            z, post = ref["pre"][l], ref["post"][l]
+            s = layer["post"]
+            assert s["frac_saturated"] == np.mean(act.saturated(z)), (config.init, l)
+            assert s["frac_zero"] == np.mean(post == 0)
+            assert s["frac_dead_units"] == np.mean(np.all(post == 0, axis=0))
+            assert s["symmetric"] == bool(np.all(np.ptp(post, axis=1) <= 1e-6 * np.abs(post).max(axis=1)))
+            assert s["unit_std"] == pytest.approx(post.std(axis=1).mean(), rel=1e-6, abs=1e-12)
+            assert s["std"] == pytest.approx(post.std(), rel=1e-6, abs=1e-12)
+            # the same values as the engine's only where phi is computed the same way (relu, and the
+            # first layer's pre; tanh and sigmoid differ from numpy's by an ulp, which moves equal
+            # values across the fine bins of a constant-weight net)
+            checked = ("pre", "post", "grad_pre", "grad_weight") if config.act == "relu" else ("pre",) * (l == 0)
+            for tensor in checked:
+                edges = result.histograms[f"{tensor}_edges"][l]
+                counts = result.histograms[f"{tensor}_counts"][l]
+                x = ref[tensor][l]
+                assert np.array_equal(counts, np.histogram(x, bins=edges)[0]), (config.init, tensor, l)
 
 
 def test_float32_runs_and_matches_float64_loosely():
@@ -118,6 +180,22 @@ def test_memory_estimate_refuses_what_cannot_fit():
     assert "of memory but only 4.0 GiB is available; lower --width or --layers" in str(err.value)
     small = RunConfig.from_dict(SMALL)
     assert check_memory(small, available=4 * 2**30) < 4 * 2**30
+    # a chunk that cannot fit: the chunk size is what to lower
+    big_chunk = RunConfig.from_dict({"width": 1024, "layers": 20, "batch": 32768, "chunk_size": 32768})
+    with pytest.raises(ConfigError) as err:
+        check_memory(big_chunk, available=2**30)
+    assert "lower --chunk-size, --width or --layers, or use --dtype float32." in str(err.value)
+
+
+def test_automatic_chunk_keeps_the_big_float32_run_within_1_gib():
+    # 20 x 1024, batch 32768, float32, forward and backward: over 5 GB if every activation were held;
+    # the automatic chunk bounds it (measured: python benchmarks/bench.py --memory)
+    config = RunConfig.from_dict({"width": 1024, "layers": 20, "batch": 32768, "dtype": "float32"})
+    assert auto_chunk(config) < config.batch
+    assert estimate_bytes(config) < 2**30
+    assert check_memory(config, available=2**30) == sum(memory_parts(config).values())
+    whole_batch = config.replace(chunk_size=32768)
+    assert estimate_bytes(whole_batch) > 5 * 10**9
 
 
 def test_save_and_load_round_trip(tmp_path):
@@ -135,3 +213,35 @@ def test_save_and_load_round_trip(tmp_path):
     first = dict(zip(header, rows[1].split(",")))
     assert first["tensor"] == "pre" and float(first["std"]) == pytest.approx(result.layers[0]["pre"]["std"])
     assert RunConfig.from_yaml(path / "config.yaml") == result.config
+
+
+def test_tanh_and_sigmoid_are_accurate_to_a_few_ulp_with_exact_limits():
+    from actstats.activations import relu, relu_slope, sigmoid, sigmoid_slope, tanh, tanh_slope
+
+    gen = np.random.default_rng(3)
+    # every scale from subnormal to past the point where tanh rounds to 1
+    z = np.concatenate([gen.standard_normal(20000) * 3,
+                        np.exp(gen.uniform(-740, 6, 20000)) * gen.choice([-1, 1], 20000)])
+    ulp = np.spacing(np.abs(np.tanh(z)))
+    # numpy's tanh (glibc) is itself within ~1 ulp; ours within 3 of it
+    assert np.max(np.abs(tanh(z) - np.tanh(z)) / ulp) <= 4
+    w = np.abs(z) < 700  # the sigmoid reference 1/(1+exp(-z)) in long double
+    s_ref = (1 / (1 + np.exp(-z[w].astype(np.longdouble)))).astype(np.float64)
+    assert np.max(np.abs(sigmoid(z[w]) - s_ref) / np.spacing(s_ref)) <= 4
+    big = np.array([-np.inf, -1e308, -800.0, -25.0, 25.0, 800.0, 1e308, np.inf])
+    assert tanh(big).tolist() == [-1, -1, -1, -1, 1, 1, 1, 1]
+    assert sigmoid(big)[[0, 1, 2, 5, 6, 7]].tolist() == [0, 0, 0, 1, 1, 1]
+    assert np.isnan(tanh(np.array([np.nan]))[0]) and np.isnan(sigmoid(np.array([np.nan]))[0])
+    # in place (the engine's buffers) equals the allocating call; float32 goes through numpy's loops
+    zz = z.reshape(200, 200)
+    out, work = np.empty_like(zz), (np.empty_like(zz), np.empty_like(zz))
+    assert np.array_equal(tanh(zz, out=out, work=work), tanh(zz)) and out is not zz
+    z32 = zz.astype(np.float32)
+    assert np.array_equal(tanh(z32), np.tanh(z32))
+    assert np.allclose(sigmoid(z32), 1 / (1 + np.exp(-z32.astype(np.float64))), rtol=1e-6, atol=1e-37)
+    a = tanh(zz)
+    assert np.array_equal(tanh_slope(zz, a, out=np.empty_like(zz)), 1 - a * a)
+    s = sigmoid(zz)
+    assert np.array_equal(sigmoid_slope(zz, s, out=np.empty_like(zz)), s * (1 - s))
+    assert np.array_equal(relu(zz, out=np.empty_like(zz)), np.maximum(zz, 0))
+    assert np.array_equal(relu_slope(zz, None, out=np.empty_like(zz)), (zz > 0) * 1.0)

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from actstats.stats import Histogram, TensorStats, describe
@@ -113,6 +113,8 @@ floats = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, width=64)
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(floats, min_size=0, max_size=60), st.lists(floats, min_size=0, max_size=60))
+@example([19.0], [-5e-324])  # a subnormal: x * 2**-e underflows to -0.0, yet its bin is [-2**e, 0)
+@example([1e200], [3.0])     # a first merge into empty moments: no inf * 0
 def test_merge_of_two_parts_equals_their_union(a, b):
     a = np.array(a, dtype=np.float64).reshape(-1, 1)
     b = np.array(b, dtype=np.float64).reshape(-1, 1)
@@ -139,3 +141,75 @@ def test_histogram_regrid_keeps_every_count():
     assert h.counts.sum() == 4
     edges = h.edges()
     assert np.array_equal(h.counts, np.histogram([0.1, 0.2, -50, 300], bins=edges)[0])
+
+
+def test_fixed_grid_counts_equal_numpy_histogram_even_at_the_edges():
+    # values on and one ulp either side of every edge, tiny values of both signs around the edge at 0,
+    # and the ends of the range: floor(x * bins / 2) + bins / 2 steps exactly at edges()
+    for bins, (lo, hi) in ((50, (-1.0, 1.0)), (51, (-1.0, 1.0)), (50, (0.0, 1.0)), (7, (0.0, 1.0))):
+        s = TensorStats(bins, fixed_range=(lo, hi))
+        edges = s.hist.edges()
+        assert edges[0] == lo and edges[-1] == hi
+        assert np.allclose(edges, np.linspace(lo, hi, bins + 1), rtol=0, atol=1e-15)
+        lin = np.linspace(lo, hi, bins + 1)
+        x = np.concatenate([lin, np.nextafter(lin, -2), np.nextafter(lin, 2), edges, np.nextafter(edges, -2),
+                            [-1e-300, -1e-20, -0.0, 1e-20, 1e-300]])
+        x = x[(x >= lo) & (x <= hi)]
+        s.update(x.reshape(-1, 1))
+        assert np.array_equal(s.hist.counts, np.histogram(x, bins=edges)[0]), (bins, lo, hi)
+        assert s.hist.underflow == s.hist.overflow == 0
+    # tanh's grid: tiny negative values fall left of 0, as numpy.histogram on linspace puts them
+    s = TensorStats(50, fixed_range=(-1.0, 1.0))
+    s.update(np.array([[-1e-20, 1e-20]]))
+    assert s.hist.counts[24] == 1 and s.hist.counts[25] == 1
+
+
+@pytest.mark.parametrize("units", [False, True])
+@pytest.mark.parametrize("shift", [0.0, 0.5, 1e4])
+def test_sum_of_squares_moments_fall_back_to_centred_when_the_mean_dominates(units, shift):
+    # mean^2/var of 0, ~6 and 1e8: the one-pass formula would lose 8 digits on the last
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 40)) * 0.2 + shift
+    s = streamed(x, 64, units=units).summary()
+    assert s["mean"] == pytest.approx(x.mean(), rel=1e-13)
+    assert s["std"] == pytest.approx(x.std(), rel=1e-12)
+    if units:
+        assert s["unit_std"] == pytest.approx(x.std(axis=1).mean(), rel=1e-12)
+        assert s["symmetric"] is False
+
+
+def test_float32_chunks_are_summed_in_float64():
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((400, 50)) + 3).astype(np.float32)
+    x64 = x.astype(np.float64)
+    s = streamed(x, 33, units=True).summary()
+    assert s["mean"] == pytest.approx(x64.mean(), rel=1e-13)
+    assert s["std"] == pytest.approx(x64.std(), rel=1e-12)
+    assert s["unit_std"] == pytest.approx(x64.std(axis=1).mean(), rel=1e-12)
+    one = streamed(x, 400)
+    assert np.array_equal(streamed(x, 33).hist.counts, one.hist.counts)
+    assert np.array_equal(one.hist.counts, np.histogram(x64, bins=one.hist.edges())[0])
+
+
+def test_rows_with_equal_units_are_symmetric_among_others():
+    # a few samples whose units are all equal (up to 1e-9 relative) among ordinary ones: only those
+    # go through the exact per-row passes, and the symmetry verdict and spread match the direct answer
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((50, 20))
+    x[[3, 17]] = 2.5
+    x[30] = 4.0 * (1 + 1e-9 * rng.standard_normal(20))
+    s = streamed(x, 50, units=True).summary()
+    assert s["unit_std"] == pytest.approx(x.std(axis=1).mean(), rel=1e-12)
+    assert s["symmetric"] is False
+    sym = streamed(np.repeat(x[[3, 17, 30]], 5, axis=0), 4, units=True)
+    assert sym.asymmetric == 0 and sym.summary()["symmetric"] is True
+    assert sym.summary()["unit_std"] == pytest.approx(np.repeat(x[[3, 17, 30]], 5, axis=0).std(axis=1).mean(), rel=1e-9, abs=1e-15)
+
+
+def test_dead_units_found_in_later_chunks():
+    x = np.zeros((10, 4))
+    x[0, 0] = 1.0   # unit 0 alive in the first chunk
+    x[9, 2] = -3.0  # unit 2 only in the last
+    s = streamed(x, 3, units=True)
+    assert s.alive.tolist() == [True, False, True, False]
+    assert s.summary()["frac_dead_units"] == 0.5
