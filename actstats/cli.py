@@ -130,6 +130,13 @@ def build_config(config_file, **options):
     if overrides.pop("forward_only", None):
         overrides["backward"] = False
     if config_file is not None:
+        from .config import load_yaml
+        from .errors import ConfigError
+        from .sweep import is_sweep_mapping
+
+        if is_sweep_mapping(load_yaml(config_file)):
+            raise ConfigError(f"{config_file} is a sweep file (it has grid:, runs: or expect:); "
+                              f"run it with 'actstats sweep {config_file}'.")
         return RunConfig.from_yaml(config_file, overrides)
     return RunConfig.from_dict(overrides)
 
@@ -213,6 +220,154 @@ def run_with_progress(config, messages):
                   TimeRemainingColumn(), console=messages, transient=True) as bar:
         task = bar.add_task("run", total=config.batch)
         return run_experiment(config, progress=lambda done, total: bar.update(task, completed=done))
+
+
+# --- sweep, report ------------------------------------------------------------------------------------
+
+def plan_jobs(sweep, jobs: int | None, fresh: bool, out: Path) -> tuple[int, str | None]:
+    """Worker count: --jobs (default: the cores), at most the cores (each worker runs BLAS on one
+    thread, so workers x threads <= cores), and at most what memory allows for the largest run."""
+    from . import network
+    from .errors import ConfigError
+    from .sweep import available_cores, is_done
+
+    cores = available_cores()
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"jobs == {jobs}, must be >= 1.")
+    want = jobs or cores
+    note = None
+    if want > cores:
+        note = f"--jobs {want} > {cores} cores: using {cores} workers"
+        want = cores
+    todo = [r for r in sweep.runs if fresh or not is_done(out / sweep.name / r.name, r.config)]
+    if todo:
+        need = max(network.estimate_bytes(r.config) for r in todo)
+        fit = max(1, network.available_bytes() // max(need, 1))
+        if fit < want:
+            note = (f"memory for {fit} run(s) of up to {network.gib(need)} at a time: "
+                    f"using {fit} worker(s)")
+            want = fit
+    return max(1, min(want, len(todo) or 1)), note
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--jobs", "-j", type=int, help="Worker processes (default: the number of cores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Folder that receives the sweep's folder <name>/.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a run option in every run (repeatable), e.g. --set batch=200.")
+@click.option("--fresh", is_flag=True, help="Recompute runs that already have complete results.")
+@click.option("--no-check", is_flag=True, help="Do not check the claims (expect:).")
+@click.option("--no-plots", is_flag=True, help="Draw no PNG figures (per run or comparison).")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@translate
+def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
+    """Run every run of a sweep FILE (YAML: base, grid/runs, seeds, expect) in parallel, resumably,
+    then write summary.csv, comparison figures and report.md and check the claims.
+
+    \b
+    Examples:
+      actstats sweep configs/tanh-scale.yaml              # C3-C5, checks its claims
+      actstats sweep configs/all-claims.yaml --jobs 2     # every claim of the source documents
+      actstats sweep configs/kaiming-modes.yaml --set batch=200 --out /tmp/r
+    """
+    import time
+
+    from . import report as reporting
+    from .sweep import SweepConfig, parse_overrides, run_sweep
+
+    t0 = time.perf_counter()
+    spec = SweepConfig.from_yaml(file, parse_overrides(overrides))
+    workers, note = plan_jobs(spec, jobs, fresh, out)
+    console, messages = consoles(quiet)
+    if note:
+        messages.print(f"[dim]{note}[/dim]")
+    try:
+        state = run_with_bar(spec, out, workers, fresh, not no_plots, messages)
+    except KeyboardInterrupt:
+        messages.print(f"[yellow]Interrupted: finished runs are kept in {out / spec.name}/; run the "
+                       "same command again to resume.[/yellow]")
+        raise
+    with messages.status("writing summary, figures and report…"):
+        claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+    console.print(reporting.runs_table(spec, state))
+    if claims:
+        console.print(reporting.claims_table(claims))
+    for warning in state.warnings:
+        messages.print(f"[yellow]warning:[/yellow] {warning}")
+    computed = sum(1 for s in state.status.values() if s == "done")
+    kept = sum(1 for s in state.status.values() if s == "skipped")
+    messages.print(f"[dim]Wrote {state.folder}/ (report.md, summary.csv"
+                   f"{'' if no_plots else ', figures'}): {computed} runs computed, {kept} kept, "
+                   f"{len(state.failures)} failed, {workers} worker(s), "
+                   f"{time.perf_counter() - t0:.1f} s[/dim]")
+    sweep_exit(state, claims)
+
+
+def sweep_exit(state, claims):
+    """Exit status 1, in one line, when a run failed or a claim does not hold."""
+    problems = []
+    if state.failures:
+        names = list(state.failures)
+        problems.append(f"{len(names)} of {len(state.sweep.runs)} runs failed ({', '.join(names[:5])}"
+                        f"{', …' if len(names) > 5 else ''}); their errors are in {state.folder}/failed/")
+    bad = [c for c in claims if not c.passed]
+    if bad:
+        problems.append(f"{len(bad)} of {len(claims)} claims do not hold ("
+                        + "; ".join(c.claim.text for c in bad[:3]) + ("; …" if len(bad) > 3 else "") + ")")
+    if problems:
+        from .errors import RunError
+
+        raise RunError("; ".join(problems) + ".")
+
+
+def run_with_bar(spec, out, workers, fresh, plots, messages):
+    """run_sweep with a rich progress bar on stderr: runs done, running, failed, ETA."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from .sweep import run_sweep
+
+    if messages.quiet:
+        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("runs · {task.fields[running]} running · {task.fields[failed]} failed"
+                          "{task.fields[kept]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=messages, transient=False) as bar:
+        task = bar.add_task(spec.name, total=None, running=0, failed=0, kept="")
+
+        def on_event(event, run, p):
+            kept = f" · {p.skipped} kept" if p.skipped else ""
+            bar.update(task, total=p.total, completed=p.done + p.failed, running=p.running,
+                       failed=p.failed, kept=kept)
+
+        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots, on_event=on_event)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--no-check", is_flag=True, help="Do not check the claims (expect:).")
+@click.option("--no-plots", is_flag=True, help="Do not draw the comparison figures.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@translate
+def report(folder, no_check, no_plots, quiet):
+    """Rebuild summary.csv, the comparison figures and report.md of a sweep FOLDER from its saved
+    results, without computing anything (a folder without sweep.yaml, e.g. results/, is reported as
+    the runs it holds)."""
+    from . import report as reporting
+    from .sweep import load_sweep
+
+    spec, state = load_sweep(folder)
+    console, messages = consoles(quiet)
+    claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+    console.print(reporting.runs_table(spec, state))
+    if claims:
+        console.print(reporting.claims_table(claims))
+    messages.print(f"[dim]Wrote {folder}/report.md, summary.csv{'' if no_plots else ' and figures'} "
+                   f"from {len(state.results)} runs[/dim]")
+    sweep_exit(state, claims)
 
 
 # --- inits, activations ------------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""Executors: where a sweep's runs are computed, behind ONE interface in the concurrent.futures style.
+
+An executor has ``submit(fn, *args) -> future`` (``future.result()`` returns or raises),
+``as_completed(futures) -> iterator of futures``, ``slots`` (how many runs to keep in flight),
+``recover(future)`` (called when a future raised because its worker died) and
+``shutdown(cancel=False)``. ``sweep.run_sweep`` needs nothing else, so a cluster drops in: a
+dask.distributed ``Client`` gives ``submit`` (with ``pure=False``) and ``distributed.as_completed``,
+``slots`` is the cluster's thread count, ``recover`` is a no-op (dask reschedules lost work).
+Workers compute and return results; the parent writes the folders, so no shared filesystem is needed.
+
+Standard library only at import: a spawned worker unpickles ``limit_threads`` from here, and the
+BLAS thread limit must be in place before numpy loads.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+             "NUMEXPR_NUM_THREADS")
+BLAS_THREADS = 1                # per worker; see LocalExecutor for why it does not depend on --jobs
+
+
+def limit_threads(threads: int = BLAS_THREADS):
+    """Worker initializer: BLAS thread limit (effective because numpy is not loaded yet in a spawned
+    worker -- the parent also sets these variables in the environment it spawns with), and leave
+    Ctrl-C to the parent, which stops the workers itself."""
+    for var in BLAS_VARS:
+        os.environ[var] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Worker processes on this machine: concurrent.futures.ProcessPoolExecutor, "spawn" start.
+
+    Each worker runs BLAS with 1 thread, whatever ``jobs`` is: OpenBLAS's results change in the last
+    bits with its thread count, so a fixed count is what makes ``--jobs 2`` give the numbers of
+    ``--jobs 1``; and with jobs <= cores, workers x threads never exceed the cores. "spawn" rather
+    than fork: a forked child inherits numpy's BLAS already initialised with the parent's threads.
+    """
+
+    def __init__(self, jobs: int, threads: int = BLAS_THREADS):
+        self.slots = max(1, int(jobs))
+        self.threads = threads
+        self.generation = 0
+        self._saved = {v: os.environ.get(v) for v in BLAS_VARS}
+        for var in BLAS_VARS:  # inherited by every worker spawned while this executor lives
+            os.environ[var] = str(threads)
+        self._pool = self._new_pool()
+
+    def _new_pool(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(self.slots, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=limit_threads, initargs=(self.threads,))
+
+    def submit(self, fn, *args):
+        from concurrent.futures import BrokenExecutor
+
+        try:
+            future = self._pool.submit(fn, *args)
+        except BrokenExecutor:  # a worker died since the last submit: carry on with a new pool
+            self._restart()
+            future = self._pool.submit(fn, *args)
+        future.generation = self.generation
+        return future
+
+    def _restart(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.generation += 1
+        self._pool = self._new_pool()
+
+    @staticmethod
+    def as_completed(futures):
+        from concurrent.futures import as_completed
+
+        return as_completed(futures)
+
+    def recover(self, future) -> None:
+        """After a worker died (BrokenProcessPool): replace the pool, once per breakage."""
+        if getattr(future, "generation", self.generation) == self.generation:
+            self._restart()
+
+    def shutdown(self, cancel: bool = False) -> None:
+        try:
+            if cancel:  # Ctrl-C: stop the running workers too, not only the queued runs
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    proc.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+        finally:
+            for var, value in self._saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown(cancel=exc[0] is not None)
+
+
+class SerialExecutor:
+    """In this process, one run at a time, same interface (for tests, debugging and notebooks).
+    Numbers may differ in the last bits from LocalExecutor's: this process's BLAS threads are not
+    limited."""
+
+    slots = 1
+
+    def __init__(self):
+        self._calls: dict = {}
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        self._calls[future] = (fn, args)
+        return future
+
+    def as_completed(self, futures):
+        for future in futures:
+            if not future.done():
+                fn, args = self._calls.pop(future)
+                future.set_running_or_notify_cancel()
+                try:
+                    future.set_result(fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller like a pool would
+                    future.set_exception(exc)
+            yield future
+
+    def recover(self, future) -> None:
+        pass
+
+    def shutdown(self, cancel: bool = False) -> None:
+        self._calls.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()

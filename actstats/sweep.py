@@ -1,0 +1,271 @@
+"""Running a sweep: every run of a ``SweepConfig`` on an executor, resumably, into one folder.
+
+``run_sweep`` submits runs to an executor (executors.py: one interface for local processes and, later,
+a cluster), keeps ``slots`` runs in flight, and writes each returned result into
+``<out>/<sweep name>/<run name>/`` itself (workers need no shared filesystem). It skips runs whose
+folder is complete (``stats.json``) with the same config, records a failed run in ``failed/<run>.json``
+and goes on, retries a run whose worker died once on its own, and on Ctrl-C stops the workers; every
+file is written to a temporary name and renamed, so an interrupted sweep never leaves a run that looks
+complete. ``load_sweep`` reads a sweep folder back for ``actstats report``.
+
+Only the standard library is imported at module level: a spawned worker unpickles ``execute`` from
+here, and its BLAS thread limit must be in place before numpy loads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError, RunError
+from .executors import LocalExecutor, SerialExecutor, available_cores  # noqa: F401  (public API)
+from .sweepfile import (PlannedRun, SweepConfig, from_results, is_sweep_mapping,  # noqa: F401
+                        parse_overrides, show)
+
+SPEC_FILE = "sweep.yaml"        # <sweep>/sweep.yaml: the sweep as run (overrides applied)
+SOURCE_MARK = "# actstats sweep of "
+FAILED = "failed"               # <sweep>/failed/<run>.json: the error of a run that failed
+
+
+# --- the work of one run (in a worker) -----------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What a worker sends back: picklable, no paths."""
+    ok: bool
+    result: Any = None                  # RunResult
+    figures: dict | None = None         # PNG file name -> bytes
+    warning: str | None = None          # e.g. the figures could not be drawn
+    error: str | None = None            # exception type
+    message: str | None = None
+    traceback: str | None = None
+    seconds: float = 0.0
+
+
+def execute(config, plots: bool = True) -> Outcome:
+    """Run one experiment and render its figures; every exception becomes a failed Outcome."""
+    t0 = time.perf_counter()
+    try:
+        from .experiment import run_experiment
+
+        result = run_experiment(config)
+    except MemoryError:
+        return Outcome(False, error="MemoryError", message="out of memory; lower width, layers, batch "
+                       "or chunk_size, or run fewer --jobs", seconds=time.perf_counter() - t0)
+    except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+        return Outcome(False, error=type(exc).__name__, message=str(exc),
+                       traceback=traceback.format_exc(), seconds=time.perf_counter() - t0)
+    figures, warning = None, None
+    if plots:
+        try:
+            from . import plots as plotting
+
+            figures = plotting.run_figure_bytes(result)
+        except Exception as exc:  # noqa: BLE001 - the numbers are still worth keeping
+            figures, warning = {}, f"figures not drawn ({type(exc).__name__}: {exc})"
+    return Outcome(True, result, figures, warning, seconds=time.perf_counter() - t0)
+
+
+# --- the runner ----------------------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    """Counts for a progress display, handed to ``on_event(event, run, progress)``."""
+    total: int                 # runs to compute (complete ones are skipped and not counted)
+    skipped: int = 0
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+
+
+@dataclass
+class SweepRun:
+    """What happened: the results of every complete run (new or skipped) and the failures."""
+    sweep: SweepConfig
+    folder: Path
+    results: dict = field(default_factory=dict)     # run name -> RunResult
+    status: dict = field(default_factory=dict)      # run name -> done | skipped | failed
+    failures: dict = field(default_factory=dict)    # run name -> error record
+    warnings: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def is_done(path: Path, config) -> bool:
+    from .results import stored_config
+
+    stored = stored_config(path)
+    return stored is not None and stored.identity() == config.identity()
+
+
+def clean_stale(folder: Path) -> None:
+    """Remove what an interrupted save left: hidden staging folders and temporary files (the runner
+    is the only writer of its sweep folder)."""
+    for p in folder.glob(".*"):
+        if p.name.endswith((".partial", ".tmp")) or ".old-" in p.name:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def failure_record(run: PlannedRun, outcome: Outcome | None, message: str | None = None) -> dict:
+    return {"run": run.name, "config": run.config.to_dict(),
+            "error": outcome.error if outcome else "WorkerDied",
+            "message": message or (outcome.message if outcome else ""),
+            "traceback": outcome.traceback if outcome else None,
+            "seconds": outcome.seconds if outcome else None}
+
+
+def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None, fresh: bool = False,
+              plots: bool = True, on_event: Callable | None = None, task: Callable = execute) -> SweepRun:
+    """Run every run of ``sweep`` that has no complete, matching result in ``out/<sweep.name>/``.
+
+    ``executor``: anything with the interface of executors.py (default a
+    LocalExecutor of ``jobs`` workers, shut down at the end). ``on_event(event, run, progress)``
+    with event in start | done | failed | skipped.
+    """
+    import yaml
+
+    from .results import load_results, save, write_atomic
+
+    t0 = time.perf_counter()
+    folder = Path(out) / sweep.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        clean_stale(folder)
+        write_atomic(folder / SPEC_FILE, f"{SOURCE_MARK}{sweep.source}\n"
+                     + yaml.safe_dump(sweep.spec, sort_keys=False, allow_unicode=True))
+    except OSError as exc:
+        raise RunError(f"cannot write the sweep folder {folder}: {exc.strerror or exc}.") from None
+    state = SweepRun(sweep, folder)
+    emit = on_event or (lambda *a: None)
+
+    todo = []
+    for run in sweep.runs:
+        path = folder / run.name
+        if not fresh and is_done(path, run.config):
+            try:
+                state.results[run.name] = load_results(path)
+                state.status[run.name] = "skipped"
+                continue
+            except (ConfigError, RunError):
+                pass  # unreadable: compute it again
+        todo.append(run)
+    progress = Progress(total=len(todo), skipped=len(sweep.runs) - len(todo))
+    for run in sweep.runs:
+        if state.status.get(run.name) == "skipped":
+            emit("skipped", run, progress)
+
+    def record_failure(run, record):
+        state.failures[run.name] = record
+        state.status[run.name] = "failed"
+        progress.failed += 1
+        try:
+            (folder / FAILED).mkdir(exist_ok=True)
+            write_atomic(folder / FAILED / f"{run.name}.json",
+                         json.dumps(record, indent=1, default=str, ensure_ascii=False))
+        except OSError:
+            pass  # the failure is still reported
+        emit("failed", run, progress)
+
+    own = executor is None and todo
+    if own:
+        executor = LocalExecutor(min(jobs or available_cores(), len(todo)))
+    pending, isolated, inflight, attempts = deque(todo), deque(), {}, {}
+    try:
+        while pending or isolated or inflight:
+            # a run whose worker died is retried alone, so that it cannot take others down with it
+            if isolated:
+                if not inflight:
+                    run = isolated.popleft()
+                    inflight[executor.submit(task, run.config, plots)] = run
+                    progress.running += 1
+                    emit("start", run, progress)
+            else:
+                while pending and len(inflight) < executor.slots:
+                    run = pending.popleft()
+                    inflight[executor.submit(task, run.config, plots)] = run
+                    progress.running += 1
+                    emit("start", run, progress)
+            future = next(iter(executor.as_completed(list(inflight))))
+            run = inflight.pop(future)
+            progress.running -= 1
+            try:
+                outcome = future.result()
+            except Exception as exc:  # noqa: BLE001 - the worker itself died (killed, out of memory...)
+                executor.recover(future)
+                attempts[run.name] = attempts.get(run.name, 0) + 1
+                if attempts[run.name] < 2:
+                    isolated.append(run)
+                else:
+                    record_failure(run, failure_record(run, None, f"its worker process died twice "
+                                   f"({type(exc).__name__}: {exc}); killed, e.g. out of memory?"))
+                continue
+            if not outcome.ok:
+                record_failure(run, failure_record(run, outcome))
+                continue
+            try:
+                save(outcome.result, folder / run.name, plots=plots,
+                     figures=outcome.figures if plots else None)
+            except (RunError, OSError) as exc:
+                record_failure(run, failure_record(run, outcome, f"cannot save: {exc}") | {"error": "RunError"})
+                continue
+            (folder / FAILED / f"{run.name}.json").unlink(missing_ok=True)
+            if outcome.warning:
+                state.warnings.append(f"{run.name}: {outcome.warning}")
+            state.results[run.name] = outcome.result
+            state.status[run.name] = "done"
+            progress.done += 1
+            emit("done", run, progress)
+    except BaseException:  # Ctrl-C or a bug: stop the work in flight; what is saved stays complete
+        if own:
+            executor.shutdown(cancel=True)
+            own = False
+        else:
+            for future in inflight:
+                future.cancel()
+        raise
+    finally:
+        if own:
+            executor.shutdown()
+    failed_dir = folder / FAILED
+    if failed_dir.is_dir() and not any(failed_dir.iterdir()):
+        failed_dir.rmdir()
+    state.seconds = time.perf_counter() - t0
+    return state
+
+
+def load_sweep(folder) -> tuple[SweepConfig, SweepRun]:
+    """A sweep folder read back, without computing: its plan (from sweep.yaml), the complete results
+    that match it, and the recorded failures."""
+    from .results import load_results
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder.")
+    spec = folder / SPEC_FILE
+    sweep = SweepConfig.from_yaml(spec) if spec.is_file() else from_results(folder)
+    if spec.is_file():
+        first = spec.read_text(encoding="utf-8").partition("\n")[0]
+        if first.startswith(SOURCE_MARK):  # report the file the sweep came from, not its copy
+            from dataclasses import replace
+
+            sweep = replace(sweep, source=first[len(SOURCE_MARK):])
+    state = SweepRun(sweep, folder)
+    for run in sweep.runs:
+        path = folder / run.name
+        if is_done(path, run.config):
+            state.results[run.name] = load_results(path)
+            state.status[run.name] = "skipped"
+        elif (folder / FAILED / f"{run.name}.json").is_file():
+            try:
+                state.failures[run.name] = json.loads((folder / FAILED / f"{run.name}.json").read_text())
+            except (OSError, ValueError):
+                state.failures[run.name] = {"run": run.name, "error": "unknown", "message": "unreadable record"}
+            state.status[run.name] = "failed"
+        else:
+            state.status[run.name] = "missing"
+    return sweep, state
