@@ -26,6 +26,18 @@ def _trend(stds: list[float]) -> tuple[float, float]:
     return ratio, ratio ** (1 / (len(stds) - 1))
 
 
+def layer_ranges(layers: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> 'layers 1–3, 7, 9–10' (ascending layer numbers)."""
+    runs: list[list[int]] = []
+    for l in layers:
+        if runs and l == runs[-1][1] + 1:
+            runs[-1][1] = l
+        else:
+            runs.append([l, l])
+    text = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs)
+    return ("layers " if len(layers) > 1 else "layer ") + text
+
+
 def _first_nonfinite(layers, tensors) -> int | None:
     for i, layer in enumerate(layers):
         if any(layer.get(t) and layer[t]["frac_nonfinite"] > 0 for t in tensors):
@@ -48,8 +60,7 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
 
     sym = [i + 1 for i, p in enumerate(post) if p.get("symmetric")]
     if sym:
-        where = f"layers {sym[0]}–{sym[-1]}" if len(sym) == L and L > 1 else \
-            "layer " + ", ".join(map(str, sym[:8])) + ("…" if len(sym) > 8 else "")
+        where = layer_ranges(sym)
         found.append({"code": "symmetric", "layers": sym,
                       "text": f"symmetric: every unit of a layer computes the same value ({where}); "
                               "their gradients are identical too, so training cannot tell them apart"})
@@ -79,7 +90,7 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
         if mean_sat >= SATURATED:
             found.append({"code": "saturates", "frac": mean_sat,
                           "text": f"saturates: {mean_sat:.0%} of units saturated on average "
-                                  f"({sat[-1]:.0%} at layer {L}); phi' is near 0 there"})
+                                  f"({sat[-1]:.0%} at layer {L}); φ' is near 0 there"})
 
     if act_kind in ("relu",):
         zero = [p["frac_zero"] for p in post]
@@ -108,17 +119,29 @@ def _gradients(layers: list[dict]) -> list[dict]:
     if not layers[0].get("grad_pre"):
         return []
     L = len(layers)
-    bad = _first_nonfinite(layers[::-1], ("grad_pre", "grad_weight"))
-    if bad is not None:
-        return [{"code": "grad_nonfinite", "layer": L + 1 - bad,
-                 "text": f"gradients stop being finite at layer {L + 1 - bad} (going back from the output)"}]
+    def bad(tensor):
+        return [i + 1 for i, layer in enumerate(layers)
+                if layer.get(tensor) and layer[tensor]["frac_nonfinite"] > 0]
+
+    grad_pre, grad_weight = bad("grad_pre"), bad("grad_weight")
+    if grad_pre or grad_weight:
+        parts = []
+        if grad_pre:  # back-propagation runs from layer L down: the first bad one is the highest
+            parts.append(f"gradients stop being finite at layer {grad_pre[-1]} going back from the "
+                         f"output (dL/dz not finite at {layer_ranges(grad_pre)})")
+        if grad_weight != grad_pre:
+            parts.append(f"dL/dW not finite at {layer_ranges(grad_weight)}" if grad_weight else "")
+        layer = (grad_pre or grad_weight)[-1]
+        return [{"code": "grad_nonfinite", "layer": layer, "text": "; ".join(p for p in parts if p)}]
     g = [layer["grad_pre"]["std"] for layer in layers]
     if L < 2 or not all(math.isfinite(s) for s in g):
         return []
     if g[-1] == 0 or g[0] == 0:
         if g[0] == 0:
+            zero = [i + 1 for i, s in enumerate(g) if s == 0]
             return [{"code": "grad_vanish", "ratio": 0.0, "factor": 0.0,
-                     "text": f"gradients vanish: exactly 0 at layer 1 (std {_fmt(g[-1])} at layer {L})"}]
+                     "text": f"gradients vanish: exactly 0 at {layer_ranges(zero)} "
+                             f"(std {_fmt(g[-1])} at layer {L})"}]
         return []
     ratio = g[0] / g[-1]  # input side over output side
     factor = ratio ** (1 / (L - 1))

@@ -317,6 +317,18 @@ class Init:
         return -math.inf, math.inf
 
 
+PLAIN = ("normal", "uniform", "truncated_normal", "constant")  # their defaults are worth spelling out
+
+
+def label(spec) -> str:
+    """The spec for people: ``normal`` (whose canonical form drops the default std=1) reads
+    ``normal:mean=0,std=1``; other specs as they are."""
+    init = resolve(spec)
+    if init.scheme in PLAIN and ":" not in init.spec and init.values:
+        return init.scheme + ":" + ",".join(f"{k}={v:g}" for k, v in init.values)
+    return init.spec
+
+
 def resolve(spec, what: str = "init") -> Init:
     """Parse and validate an init spec: names, keys and values, with clear errors."""
     parsed = specs.parse(spec, what)

@@ -28,30 +28,41 @@ def pct(x) -> str:
 
 def layer_table(result) -> Table:
     """One row per layer: the numbers that tell the story of the run."""
+    from .inits import label
+
     c = result.config
-    title = f"{c.act} · init {c.init} · {c.layers} layers × {c.width} · batch {c.batch}"
+    layers = f"{c.layers} layer{'s' if c.layers != 1 else ''}"
+    title = f"{c.act} · init {label(c.init)} · {layers} × {c.width} · batch {c.batch}"
     table = Table(title=title, title_justify="left", header_style="bold")
     has_theory = any(layer.get("theory") for layer in result.layers)
     has_grad = "grad_pre" in result.tensors
+    nonfinite = any((layer[t] or {}).get("frac_nonfinite", 0) > 0
+                    for layer in result.layers for t in ("pre", "post"))
     table.add_column("layer", justify="right")
-    table.add_column("mean", justify="right")
-    table.add_column("std", justify="right")
+    table.add_column("z std", justify="right")
+    table.add_column("a mean", justify="right")
+    table.add_column("a std", justify="right")
     if has_theory:
-        table.add_column("theory std", justify="right", style="cyan")
-    table.add_column("saturated", justify="right")
+        table.add_column("theory", justify="right", style="cyan")
+    table.add_column("satur.", justify="right")
     table.add_column("zero", justify="right")
+    if nonfinite:
+        table.add_column("inf/NaN", justify="right", style="red")
     if has_grad:
         table.add_column("grad std", justify="right")
     for layer in result.layers:
         post = layer["post"]
-        row = [str(layer["layer"]), num(post["mean"]), num(post["std"])]
+        row = [str(layer["layer"]), num(layer["pre"]["std"]), num(post["mean"]), num(post["std"])]
         if has_theory:
             row.append(num((layer.get("theory") or {}).get("post_std")))
         row += [pct(post.get("frac_saturated")), pct(post["frac_zero"])]
+        if nonfinite:
+            row.append(pct(post["frac_nonfinite"]))
         if has_grad:
             row.append(num(layer["grad_pre"]["std"]))
         table.add_row(*row)
-    table.caption = "post a = phi(z); grad = dL/dz"
+    table.caption = ("z = pre-activation, a = φ(z); " + ("theory = predicted a std; " if has_theory else "")
+                     + "grad = dL/dz" + ("; mean and std over the finite values" if nonfinite else ""))
     table.caption_justify = "left"
     return table
 

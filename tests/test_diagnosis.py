@@ -1,0 +1,76 @@
+"""Diagnosis and table wording on hand-made layer statistics (no network needed): the layers named
+in each finding come from the numbers given, so a wrong index or range shows."""
+
+import math
+
+from rich.console import Console
+
+from actstats import RunConfig, run_experiment
+from actstats.diagnosis import diagnose, layer_ranges
+from actstats.inits import label
+from actstats.render import layer_table
+
+
+def stat(std=1.0, nonfinite=0.0, zero=0.0, symmetric=False):
+    return {"mean": 0.0, "std": std, "frac_nonfinite": nonfinite, "frac_zero": zero,
+            "frac_saturated": 0.0, "symmetric": symmetric}
+
+
+def layer(post_std=1.0, grad_std=1.0, grad_nonfinite=0.0, weight_nonfinite=0.0, post_nonfinite=0.0):
+    return {"pre": stat(post_std, post_nonfinite), "post": stat(post_std, post_nonfinite),
+            "grad_pre": stat(grad_std, grad_nonfinite), "grad_weight": stat(grad_std, weight_nonfinite)}
+
+
+def test_layer_ranges():
+    assert layer_ranges([1, 2, 3, 7, 9, 10]) == "layers 1–3, 7, 9–10"
+    assert layer_ranges([4]) == "layer 4"
+
+
+def test_nonfinite_gradients_are_located_where_they_are():
+    # dL/dz overflows toward the input (layers 1-2); dL/dW also at the top, from inf activations
+    layers = [layer(grad_nonfinite=0.5 if l <= 2 else 0.0, weight_nonfinite=0.5 if l in (1, 2, 6) else 0.0,
+                    post_nonfinite=0.5 if l == 6 else 0.0) for l in range(1, 7)]
+    found = {f["code"]: f for f in diagnose(layers, saturates=False, act_kind="relu")["findings"]}
+    assert found["nonfinite"]["layer"] == 6
+    assert found["grad_nonfinite"]["layer"] == 2
+    assert found["grad_nonfinite"]["text"] == ("gradients stop being finite at layer 2 going back from the "
+                                              "output (dL/dz not finite at layers 1–2); "
+                                              "dL/dW not finite at layers 1–2, 6")
+
+
+def test_zero_gradients_name_every_zero_layer():
+    layers = [layer(post_std=0.0, grad_std=0.0 if l < 4 else 0.5) for l in range(1, 5)]
+    found = {f["code"]: f for f in diagnose(layers, saturates=False, act_kind="tanh")["findings"]}
+    assert found["grad_vanish"]["text"] == "gradients vanish: exactly 0 at layers 1–3 (std 0.5 at layer 4)"
+
+
+def test_symmetric_layers_are_listed_as_ranges():
+    layers = [layer() for _ in range(5)]
+    for l in (0, 1, 2, 4):
+        layers[l]["post"]["symmetric"] = True
+    text = diagnose(layers, saturates=False, act_kind="tanh")["findings"][0]["text"]
+    assert "(layers 1–3, 5)" in text
+
+
+def test_label_spells_out_default_parameters_of_plain_distributions():
+    assert label("normal:std=1") == "normal:mean=0,std=1"
+    assert label("normal:std=0.01") == "normal:std=0.01"
+    assert label("xavier") == "xavier"
+
+
+def test_table_shows_z_std_and_an_inf_column_only_when_needed():
+    def text(result):
+        console = Console(width=200, record=True)
+        console.print(layer_table(result))
+        return console.export_text()
+
+    healthy = run_experiment(RunConfig(init="normal:std=1", act="tanh", layers=2, width=100, batch=50))
+    out = text(healthy)
+    assert "init normal:mean=0,std=1 · 2 layers × 100" in out and "z std" in out and "inf/NaN" not in out
+    z1 = healthy.layers[0]["pre"]["std"]
+    assert f"{z1:.3g}" in out.splitlines()[4]  # the first data row shows layer 1's z std
+    boom = run_experiment(RunConfig(init="ones", act="relu", layers=200, width=50, batch=20, bins=10))
+    out = text(boom)
+    assert "inf/NaN" in out and "over the finite values" in out
+    assert math.isclose(boom.layers[-1]["post"]["frac_nonfinite"], 0.5)
+    assert "50.0%" in [line for line in out.splitlines() if line.split("│")[1:2] == ["   200 "]][0]
