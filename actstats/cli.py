@@ -433,7 +433,7 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
     for line in no_prediction_lines(rows):
         console.print(line)
     if path is not None:
-        messages.print(f"[dim]Wrote {path}[/dim]")
+        messages.print(f"[dim]Wrote {path}[/dim]", soft_wrap=True)  # a path to copy stays one line
 
 
 # --- inits, activations ------------------------------------------------------------------------------
