@@ -370,6 +370,72 @@ def report(folder, no_check, no_plots, quiet):
     sweep_exit(state, claims)
 
 
+# --- theory ------------------------------------------------------------------------------------------
+
+@cli.command("theory")
+@click.option("--act", default="tanh", show_default=True,
+              help="Activation spec, e.g. relu or leaky_relu:negative_slope=0.2; see 'actstats activations'.")
+@click.option("--init", help="Weight init spec to place on the diagram (default: the classic inits).")
+@click.option("--bias-init", default="zeros", show_default=True, help="Bias init spec, e.g. normal:std=0.1.")
+@click.option("--width", type=int, default=500, show_default=True,
+              help="Units per layer of the square net (sets sigma_w^2 of fixed-std inits such as normal:std=0.01).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
+              show_default=True, help="Folder that receives theory-<act>/phase.png.")
+@click.option("--no-plots", is_flag=True, help="Do not draw the phase diagram.")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON on stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@translate
+def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
+    """Mean-field theory of an init: the fixed point q*, chi_1, the depth scale xi_c and the phase
+    (ordered, critical, chaotic), and the phase diagram over (sigma_w^2, sigma_b^2) with chi_1 as
+    colour, the critical line chi_1 = 1 and the classic inits marked.
+
+    \b
+    Examples:
+      actstats theory --act tanh                         # the classic inits; results/theory-tanh/phase.png
+      actstats theory --act relu --init he               # critical: q* = 2, chi_1 = 1
+      actstats theory --act tanh --init normal:std=0.05 --bias-init normal:std=0.3 --width 1000
+    """
+    import json
+
+    from . import activations
+    from . import theory as mean_field
+    from .errors import ConfigError, RunError
+    from .experiment import _slug
+    from .render import no_prediction_lines, theory_table
+    from .results import _clean, write_atomic
+
+    if width < 1:
+        raise ConfigError(f"width == {width}, must be >= 1.")
+    act = activations.get(act).name
+    names = [init] if init else mean_field.classic_inits(act)
+    rows = [mean_field.init_summary(act, name, bias_init, width) for name in names]
+    console, messages = consoles(quiet or as_json)
+    path = None
+    if not no_plots:
+        from .plots import figure_png, phase_diagram_figure
+
+        point = rows[0] if init and "reason" not in rows[0] else None
+        highlight = (point["init"], point["sigma_w2"], point["sigma_b2"]) if point else None
+        path = out / f"theory-{_slug(act)}" / "phase.png"
+        data = figure_png(phase_diagram_figure(act, width, highlight, bias_init=bias_init))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        except OSError as exc:
+            raise RunError(f"cannot write {path}: {exc.strerror or exc}.") from None
+    if as_json:
+        click.echo(json.dumps(_clean({"act": act, "width": width, "q0": 1.0, "inits": rows,
+                                      "phase_diagram": str(path) if path else None}),
+                              indent=1, ensure_ascii=False, allow_nan=False))
+    if any("reason" not in r for r in rows):
+        console.print(theory_table(act, rows, width))
+    for line in no_prediction_lines(rows):
+        console.print(line)
+    if path is not None:
+        messages.print(f"[dim]Wrote {path}[/dim]", soft_wrap=True)  # a path to copy stays one line
+
+
 # --- inits, activations ------------------------------------------------------------------------------
 
 @cli.command()

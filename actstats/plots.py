@@ -522,14 +522,17 @@ def run_figure_bytes(result) -> dict[str, bytes]:
     """``{"histograms.png": ..., "profile.png": ...}``: a run's figures as PNG bytes, rendered in
     memory (a sweep's worker process renders, the parent writes). Each figure is cleared as soon as
     it is rendered, so many runs in one process do not pile up figures."""
-    out = {}
-    for name, make in (("histograms.png", histograms_figure), ("profile.png", profile_figure)):
-        fig = make(result)
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=DPI)
-        fig.clear()  # break the figure's reference cycles now rather than at the next gc pass
-        out[name] = buf.getvalue()
-    return out
+    return {name: figure_png(make(result))
+            for name, make in (("histograms.png", histograms_figure), ("profile.png", profile_figure))}
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes; the figure is cleared, breaking its reference cycles now rather than
+    at the next gc pass."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    fig.clear()
+    return buf.getvalue()
 
 
 def save_run_figures(result, folder) -> list[Path]:
@@ -550,24 +553,17 @@ def save_run_figures(result, folder) -> list[Path]:
 
 # -- the phase diagram of `actstats theory` -----------------------------------------------------------
 
-def named_points(act: str, width: int = 500) -> list[tuple[str, float, float]]:
-    """(label, sigma_w^2, sigma_b^2) of the classic inits on a square net of ``width`` units."""
+def named_points(act: str, width: int = 500, bias_init: str = "zeros") -> list[tuple[str, float, float]]:
+    """(label, sigma_w^2, sigma_b^2) of the classic inits (theory.classic_inits) on a square net of
+    ``width`` units; those the theory makes no prediction for are left out."""
     from . import theory
-    from .inits import calculate_gain
 
-    points = [("N(0, 0.01²)", 1e-4 * width, 0.0), ("Xavier/LeCun 1/fan_in", 1.0, 0.0),
-              ("He 2/fan_in", 2.0, 0.0), ("Kaiming, tanh gain", calculate_gain("tanh") ** 2, 0.0),
-              ("PyTorch Linear U(±1/√fan_in)", 1 / 3, 0.0), ("N(0, 1)", float(width), 0.0)]
-    try:
-        c = theory.critical_point(act, target_q=1.0)
-        points.append(("critical:q_star=1", c.sigma_w2, c.sigma_b2))
-    except Exception:  # no critical point with q* = 1 for this activation (e.g. GELU)
-        pass
-    return points
+    rows = (theory.init_summary(act, name, bias_init, width) for name in theory.classic_inits(act))
+    return [(r["init"], r["sigma_w2"], r["sigma_b2"]) for r in rows if "reason" not in r]
 
 
 def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: float = 4.0,
-                         b_max: float = 0.5, n: int = 61):
+                         b_max: float = 0.5, n: int = 61, bias_init: str = "zeros"):
     """chi_1 over (sigma_w^2, sigma_b^2) as colour, the critical line chi_1 = 1, and the named inits
     (Poole et al. 2016 Fig. 1; Schoenholz et al. 2017 Fig. 1). ``highlight`` = (label, sw2, sb2)."""
     from matplotlib.colors import TwoSlopeNorm
@@ -589,7 +585,7 @@ def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: floa
         ax.contour(sw2, sb2, chi, levels=[0.0], colors="k", linewidths=2)
         ax.plot([], [], "k-", lw=2, label="critical line χ₁ = 1")
     merged: dict = {}  # points that coincide (ReLU's He is its critical point) share one label
-    for label, x, y in named_points(act, width):
+    for label, x, y in named_points(act, width, bias_init):
         key = (round(x, 9), round(y, 9))
         merged[key] = f"{merged[key]} = {label}" if key in merged else label
     marks = [(label, x, y) for (x, y), label in sorted(merged.items())]
@@ -600,8 +596,10 @@ def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: floa
                      mfc="gold" if star else "white", zorder=5)
         if x <= w_max and y <= b_max:
             ax.plot([x], [y], ls="none", **style)
-            offset = (10, -18) if star else (6, 10 + 18 * (i % 3))
+            low = y < 0.25 * b_max  # the star's label goes above the staggered labels of the axis row
+            offset = ((10, 66) if low else (10, -18)) if star else (6, 10 + 18 * (i % 3))
             ax.annotate(label, (x, y), xytext=offset, textcoords="offset points", fontsize=8, zorder=6,
+                        fontweight="bold" if star else "normal",
                         arrowprops=dict(arrowstyle="-", lw=0.6, color="0.2", shrinkA=0, shrinkB=4),
                         bbox=dict(boxstyle="round,pad=0.15", fc="white", alpha=0.8, lw=0))
         else:  # off the chart: an arrow at the right edge saying where it is

@@ -135,3 +135,38 @@ def activation_table() -> Table:
     for name, params in ACTIVATIONS.items():
         table.add_row(name, ", ".join(f"{k}={v}" for k, v in params.items()) or "–", DESCRIPTIONS[name])
     return table
+
+
+PHASE_STYLE = {"ordered": "blue", "critical": "green", "chaotic": "red"}
+
+
+def theory_table(act: str, rows: list[dict], width: int) -> Table:
+    """One row per init with a mean-field prediction (rows of theory.init_summary): where it puts the
+    net on the phase diagram, its fixed point, chi_1, depth scale and phase."""
+    bias = rows[0]["bias_init"] if rows else "zeros"
+    table = Table(title=Text(f"{act} · mean field on a square net of width {width} · input E[x²] = 1"
+                             + (f" · bias init {bias}" if bias != "zeros" else "")),
+                  title_justify="left", header_style="bold")
+    table.add_column("init", overflow="fold")
+    for name in ("σ_w²", "σ_b²", "q*", "χ₁", "ξ_c"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("phase", no_wrap=True)
+    for r in rows:
+        if "reason" in r:
+            continue
+        xi = "∞" if math.isinf(r["xi_c"]) else num(r["xi_c"])
+        table.add_row(r["init"], num(r["sigma_w2"], 4),
+                      num(r["sigma_b2"], 4), num(r["q_star"], 4), num(r["chi_1"], 4), xi,
+                      Text(r["phase"], style=PHASE_STYLE[r["phase"]]))
+    lsuv = any(r["init"].startswith("lsuv") and "reason" not in r for r in rows)
+    table.caption = Text("σ_w² = fan_in·Var[W], σ_b² = Var[b]; q* = the limit of q_l = σ_w² E[φ(z)²] + σ_b², "
+                         "z ~ N(0, q_(l-1)); χ₁ = σ_w² E[φ'(z)²] at q*: < 1 ordered (gradients vanish), "
+                         "> 1 chaotic (they explode); ξ_c = -1/ln χ₁ layers (– in the chaotic phase)."
+                         + (" lsuv: its wide limit, every layer rescaled to q = 1." if lsuv else ""))
+    table.caption_justify = "left"
+    return table
+
+
+def no_prediction_lines(rows: list[dict]) -> list[str]:
+    """One line per init the theory makes no prediction for, saying why."""
+    return [f"{r['init']}: no prediction, {r['reason']}" for r in rows if "reason" in r]

@@ -87,7 +87,26 @@ def _colors(n: int):
     return [colormaps["viridis"](x) for x in np.linspace(0, 0.95, n)]
 
 
-STYLES = ("-", "--", "-.", ":")
+STYLES = ("-", "-.", ":")  # runs beyond 10 colours; "--" is kept for the mean-field prediction
+# wide and translucent, on top: a prediction that lies on its measurement shows as a beaded band
+THEORY_STYLE = dict(linestyle=(0, (2.5, 1.5)), linewidth=3.6, alpha=0.4, zorder=3)
+THEORY_LABEL = "dashed: mean-field prediction"
+
+
+TWIN_RTOL = 0.02  # two runs this close at every layer draw as one line; the legend says so
+
+
+def _close(a: tuple, b: tuple) -> bool:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    return a.shape == b.shape and bool(np.all(ok)) and bool(np.allclose(a, b, rtol=TWIN_RTOL, atol=0))
+
+
+def _theory_column(result, tensor: str) -> np.ndarray | None:
+    """The predicted std of ``tensor`` by layer (stats.json ``layers[i].theory``), or None."""
+    if not all(layer.get("theory") for layer in result.layers):
+        return None
+    return np.array([layer["theory"].get(f"{tensor}_std", np.nan) for layer in result.layers], dtype=float)
 
 
 def _legend(fig, handles, labels, width: float, wrap: int = 48):
@@ -207,6 +226,7 @@ def profiles_figure(sweep, results):
     fig = _figure(width, height)
     axes = np.atleast_2d(fig.subplots(len(rows), len(acts), squeeze=False, sharex="col"))
     handles: dict[str, object] = {}
+    theory_handle = None
     short = {"pre": "z", "post": "a", "grad_pre": "dL/dz"}
     first = {}  # group -> its first run, for the notes and for spotting identical numbers
     for r in runs:
@@ -215,31 +235,51 @@ def profiles_figure(sweep, results):
                        for t, _ in rows}) for g, r in first.items()}
     profile = {g: tuple(results[r.name].column("post", "std")) + tuple(results[r.name].column("pre", "std"))
                for g, r in first.items()}
+    hollow = set()  # a line drawn on top of an earlier one gets open markers, so both show
     for g in groups:  # two schemes that coincide here (xavier and lecun when fan_in == fan_out)
-        twin = next((h for h in groups[:groups.index(g)] if profile[h] == profile[g]
-                     and first[h].config.act == first[g].config.act), None)
+        same_act = [h for h in groups[:groups.index(g)] if first[h].config.act == first[g].config.act]
+        twin = next((h for h in same_act if profile[h] == profile[g]), None)
+        near = next((h for h in same_act if _close(profile[h], profile[g])), None)
         if twin:
             notes[g] += f" (same numbers as {twin})"
+        elif near:
+            notes[g] += f" (open dots: lies on {near}, within {TWIN_RTOL:.0%} at every layer)"
+        if twin or near:
+            hollow.add(g)
     for j, act in enumerate(acts):
         for i, (tensor, title) in enumerate(rows):
             ax = axes[i, j]
             drawn = False
+            predicted = set()  # one dashed line per configuration (its seeds share the prediction)
             for run in (r for r in runs if r.config.act == act):
                 res = results[run.name]
                 y = np.asarray(res.column(tensor, "std"), dtype=float)
                 x = np.arange(1, len(y) + 1)
                 g = _label(run, drop)
                 alpha = 0.55 if sweep.seeds and len(sweep.seeds) > 1 else 0.95
+                open_dots = dict(mfc="none", mew=1.2) if g in hollow else {}
                 (line,) = ax.plot(x, _positive(y), color=colors[g], linestyle=styles[g], linewidth=1.4,
-                                  marker="o" if len(y) <= 12 else None, markersize=3 if len(y) > 1 else 7,
-                                  alpha=alpha)
+                                  marker="o" if len(y) <= 12 else None,
+                                  markersize=(7 if open_dots else 3) if len(y) > 1 else 7,
+                                  alpha=alpha, **open_dots)
                 handles.setdefault(g, line)
+                theory = _theory_column(res, tensor)
+                if theory is not None and g not in predicted:
+                    predicted.add(g)
+                    (dashed,) = ax.plot(x, _positive(theory), color=colors[g], **THEORY_STYLE,
+                                        label=THEORY_LABEL)
+                    theory_handle = theory_handle or dashed
                 drawn = drawn or bool(np.any(np.isfinite(_positive(y))))
             panel = f"act = {act}: {title}" if by_act else title
             _style_axes(ax, panel, "std (log scale)" if j == 0 else None, i == len(rows) - 1)
             if not drawn:
                 _empty(ax, "no positive finite values to show\n(std 0 or not finite in every layer)")
     labels = [g + notes.get(g, "") for g in handles]
+    if theory_handle is not None:
+        from matplotlib.lines import Line2D
+
+        handles[THEORY_LABEL] = Line2D([], [], color="0.3", **THEORY_STYLE)
+        labels.append(THEORY_LABEL)
     n_legend = _legend(fig, list(handles.values()), labels, width)
     fig.set_figheight(2.6 * len(rows) + 1.0 + 0.2 * n_legend)
     what = "every run" + (", panels by activation" if by_act else "")

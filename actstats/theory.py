@@ -343,18 +343,78 @@ def predict_for_init(init_spec, bias_spec, act_spec, widths: Sequence[int], inpu
     fans = [int(input_dim), *[int(v) for v in widths]]
     sigma_w2, back, b2 = [], [], []
     for fan_in, fan_out in zip(fans[:-1], fans[1:]):
-        mean, var = init.moments(fan_in, fan_out)
-        if var == 0:
-            return None, (f"constant init '{init}': weights are not zero-mean i.i.d., so every unit of "
-                          "a layer is identical; mean-field theory does not apply.")
-        if mean != 0:
-            return None, (f"init '{init}' has mean {mean:g} != 0: every unit gets the same shift; "
-                          "the zero-mean mean-field theory does not apply.")
-        b_mean, b_var = bias.moments(fan_in, fan_out)
-        if b_mean != 0:
-            return None, (f"bias init '{bias}' has mean {b_mean:g} != 0: a shift shared by every unit "
-                          "is outside the zero-mean mean-field theory, so no prediction.")
+        reason = _why_no_prediction(init, bias, fan_in, fan_out)
+        if reason:
+            return None, reason
+        var = init.moments(fan_in, fan_out)[1]
         sigma_w2.append(fan_in * var)
         back.append(fan_out * var)
-        b2.append(b_var)
+        b2.append(bias.moments(fan_in, fan_out)[1])
     return predict(act_spec, sigma_w2, b2, q0, back), None
+
+
+def _why_no_prediction(init, bias, fan_in: int, fan_out: int) -> str | None:
+    """Why a (fan_in, fan_out) layer of these resolved inits is outside the zero-mean theory, if it is."""
+    mean, var = init.moments(fan_in, fan_out)
+    if var == 0:
+        return (f"constant init '{init}': weights are not zero-mean i.i.d., so every unit of "
+                "a layer is identical; mean-field theory does not apply.")
+    if mean != 0:
+        return (f"init '{init}' has mean {mean:g} != 0: every unit gets the same shift; "
+                "the zero-mean mean-field theory does not apply.")
+    b_mean = bias.moments(fan_in, fan_out)[0]
+    if b_mean != 0:
+        return (f"bias init '{bias}' has mean {b_mean:g} != 0: a shift shared by every unit "
+                "is outside the zero-mean mean-field theory, so no prediction.")
+    return None
+
+
+def classic_inits(act) -> list[str]:
+    """The named inits that ``actstats theory`` lists and its phase diagram marks, for ``act``:
+    the source documents' N(0, 0.01^2) and N(0, 1), PyTorch's nn.Linear default, Xavier, LeCun, He,
+    PyTorch's Kaiming gain for ``act`` where it has one of its own, critical and LSUV."""
+    act = activations.get(act)
+    names = ["normal:std=0.01", "pytorch_linear", "xavier", "lecun", "he"]
+    if act.kind in ("tanh", "selu"):
+        names.append(f"kaiming_normal:nonlinearity={act.kind}")
+    elif act.kind == "leaky_relu":
+        names.append(f"kaiming_normal:a={act.params[0] if act.params else 0.01:g}")
+    return names + ["normal:std=1", "critical:q_star=1", "lsuv"]
+
+
+def init_summary(act, init_spec, bias_spec="zeros", width: int = 500, q0: float = 1.0) -> dict:
+    """Where an init puts a square net of ``width`` units on the phase diagram, and its fixed point.
+
+    ``{"init", "bias_init", "sigma_w2", "sigma_b2", "q_star", "chi_1", "xi_c", "xi_grad", "phase"}``
+    with sigma_w2 = width Var[W] and sigma_b2 = Var[b]; or ``{"init", "bias_init", "reason"}`` when
+    the theory makes no prediction. ``critical:q_star=Q`` is its point on the critical line; ``lsuv``
+    its wide limit, where one rescaling makes every layer's q exactly 1: sigma_w2 E[phi(u)^2] +
+    sigma_b2 = 1 (after the first layer, which sees the input).
+    """
+    act = activations.get(act)
+    init, bias = inits.resolve(init_spec), inits.resolve(bias_spec, "bias init")
+    named = [v.strip() if isinstance(v, str) else str(r) for v, r in ((init_spec, init), (bias_spec, bias))]
+    out = {"init": named[0], "bias_init": named[1]}
+    reason = _why_no_prediction(init, bias, width, width)
+    sigma_b2 = bias.moments(width, width)[1]
+    if init.scheme == "critical":
+        if bias.scheme != "zeros":
+            return {**out, "reason": "init 'critical' sets the biases itself (N(0, sigma_b^2)); "
+                                     "a bias init other than zeros does not go with it."}
+        try:
+            point = critical_point(act, target_q=init.kwargs["q_star"])
+        except ConfigError as exc:
+            return {**out, "reason": str(exc)}
+        sigma_w2, sigma_b2 = point.sigma_w2, point.sigma_b2
+    elif reason:
+        return {**out, "reason": reason}
+    elif init.scheme == "lsuv":
+        if sigma_b2 >= 1:
+            return {**out, "reason": f"lsuv cannot reach std 1 when Var[b] == {sigma_b2:g} >= 1."}
+        sigma_w2 = (1 - sigma_b2) / expectation(act, 1.0, "phi2")
+    elif init.variance_args():  # width Var[W] = width * scale / width: exactly scale on a square net
+        sigma_w2 = init.variance_args()["scale"]
+    else:
+        sigma_w2 = width * init.moments(width, width)[1]
+    fp = fixed_point(act, sigma_w2, sigma_b2, q0)
+    return {**out, "sigma_w2": sigma_w2, "sigma_b2": sigma_b2, **fp._asdict()}

@@ -11,4 +11,8 @@ for config in configs/*.yaml; do
   mkdir -p "docs/examples/$name"
   cp "$out/$name"/report.md "$out/$name"/*.png "docs/examples/$name/"
 done
+# the mean-field phase diagram of `actstats theory` (README, "Theory beside measurement")
+actstats theory --act tanh --out "$out" --quiet
+mkdir -p docs/examples/theory
+cp "$out/theory-tanh/phase.png" docs/examples/theory/phase-tanh.png
 echo "docs/examples/ regenerated from $out/"

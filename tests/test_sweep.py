@@ -382,7 +382,8 @@ def test_sweep_figures_are_figures_with_titles_that_say_what_varied():
     fig = profiles_figure(s, results)
     assert len(fig.axes) == 6  # (pre, post, grad) x (tanh, relu)
     assert "varied: init × act · 2 seeds · 8 runs" in fig._suptitle.get_text()
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["init=xavier", "init=normal:std=0.01"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["init=xavier", "init=normal:std=0.01",
+                                                                 "dashed: mean-field prediction"]
     heat = heatmap_figure(s, results)
     assert heat.axes[0].get_title() == "post std at the last layer"
     assert [t.get_text() for t in heat.axes[0].get_xticklabels()] == ["xavier", "normal:std=0.01"]

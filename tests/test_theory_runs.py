@@ -9,7 +9,7 @@ import pytest
 from actstats import RunConfig, run_experiment
 from actstats.errors import ConfigError
 
-WIDE = dict(layers=10, width=2000, batch=500, backward=False)
+WIDE = dict(layers=10, width=2000, batch=1000, backward=False)  # the wide net
 INITS = ["xavier", "lecun_normal", "he", "normal:std=0.01", "normal:std=1"]
 
 
