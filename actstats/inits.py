@@ -54,6 +54,17 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     raise ConfigError(f"no gain for nonlinearity '{nonlinearity}'{did_you_mean(nonlinearity, NONLINEARITIES)}")
 
 
+def gain_squared(nonlinearity: str, param: float | None = None) -> float:
+    """calculate_gain(...)**2 without the rounding of the square root: relu's is exactly 2, so He
+    init's sigma_w^2 is exactly the critical 2 of the theory."""
+    if nonlinearity == "relu":
+        return 2.0
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else float(param)
+        return 2.0 / (1 + slope**2)
+    return calculate_gain(nonlinearity, param) ** 2
+
+
 def _fan(mode: str, fan_in: int, fan_out: int) -> float:
     return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
 
@@ -159,7 +170,7 @@ def _gain_scale(values: dict) -> float:
     if "gain" in values:
         return values["gain"] ** 2
     if "nonlinearity" in values:
-        return calculate_gain(values["nonlinearity"], values["a"]) ** 2
+        return gain_squared(values["nonlinearity"], values["a"])
     return values.get("scale", 1.0)
 
 

@@ -39,11 +39,9 @@ def test_relu_he_is_critical_with_q_star_2_and_chi_1_exactly(tmp_path):
     out = invoke(["--act", "relu", "--init", "he", "--no-plots", "--json"])
     assert out.exit_code == 0, out.output
     (row,) = json.loads(out.output)["inits"]
-    # He: Var[W] = gain^2/fan_in with PyTorch's gain sqrt(2), whose square is 2 up to one rounding.
-    # The ReLU length map q -> sigma_w^2 q/2 then fixes every q: q* = sigma_w^2 q0, chi_1 = sigma_w^2/2.
-    sigma_w2 = math.sqrt(2) ** 2
-    assert (row["sigma_w2"], row["sigma_b2"], row["q_star"], row["chi_1"]) == (sigma_w2, 0.0, sigma_w2, sigma_w2 / 2)
-    assert abs(sigma_w2 - 2) <= 2 * np.finfo(float).eps
+    # He: Var[W] = gain^2/fan_in, gain^2 = 2 exactly (not sqrt(2)**2). The ReLU length map
+    # q -> sigma_w^2 q/2 then fixes every q: q* = sigma_w^2 q0 = 2, chi_1 = sigma_w^2/2 = 1, exactly.
+    assert (row["sigma_w2"], row["sigma_b2"], row["q_star"], row["chi_1"]) == (2.0, 0.0, 2.0, 1.0)
     assert row["phase"] == "critical" and row["xi_c"] is None  # infinite depth scale: JSON null
     table = invoke(["--act", "relu", "--init", "he", "--no-plots"])
     assert table_row(table.output, "he") == ["he", "2", "0", "2", "1", "∞", "critical"]
