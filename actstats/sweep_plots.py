@@ -343,15 +343,16 @@ def heatmap_figure(sweep, results):
     for r in runs:
         x = cols.index(_axis_value(r, col_key)) if col_key else 0
         y = rows.index(_axis_value(r, row_key)) if row_key else 0
-        cells.setdefault((y, x), []).append(results[r.name].layers[-1]["post"])
+        cells.setdefault((y, x), []).append(results[r.name].layers[-1])
     others = [k for k in sweep.varied if k not in keys] if RUN_AXIS not in keys else \
         [k for k in sweep.varied if k in sweep.axes and k not in keys] + (["seed"] if sweep.seeds else [])
     averaged = any(len(v) > 1 for v in cells.values())
-    panels = [("std", "post std at the last layer")]
+    # z's std explains the rest: a wide z saturates tanh/sigmoid (C4, C11), a tiny one collapses
+    panels = [("pre", "std", "z std (pre-activation), last layer"), ("post", "std", "a std, last layer")]
     if any(get_act(r.config.act).saturates for r in runs):
-        panels.append(("frac_saturated", "saturated fraction, last layer"))
-    if any(p.get("frac_zero", 0) and p["frac_zero"] > 0 for v in cells.values() for p in v):
-        panels.append(("frac_zero", "fraction exactly 0, last layer"))
+        panels.append(("post", "frac_saturated", "saturated fraction, last layer"))
+    if any(l["post"].get("frac_zero", 0) and l["post"]["frac_zero"] > 0 for v in cells.values() for l in v):
+        panels.append(("post", "frac_zero", "fraction exactly 0, last layer"))
 
     long_col = max(len(c) for c in cols) > 8
     row_chars = max(len(r) for r in rows)
@@ -361,10 +362,10 @@ def heatmap_figure(sweep, results):
     n_rows, n_cols = (1, len(panels)) if side else (len(panels), 1)
     fig = _figure(max(6.5, pw * n_cols), ph * n_rows + 1.0)
     axes = fig.subplots(n_rows, n_cols, squeeze=False).ravel()
-    for i, (ax, (stat, title)) in enumerate(zip(axes, panels)):
+    for i, (ax, (tensor, stat, title)) in enumerate(zip(axes, panels)):
         grid = np.full((len(rows), len(cols)), np.nan)
-        for (y, x), posts in cells.items():
-            grid[y, x] = _cell_value(posts, stat)
+        for (y, x), layers in cells.items():
+            grid[y, x] = _cell_value([l[tensor] for l in layers], stat)
         if stat == "std":
             shown = np.where(np.isfinite(grid) & (grid > 0), grid, np.nan)
             finite = shown[np.isfinite(shown)]

@@ -385,15 +385,17 @@ def test_sweep_figures_are_figures_with_titles_that_say_what_varied():
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["init=xavier", "init=normal:std=0.01",
                                                                  "dashed: mean-field prediction"]
     heat = heatmap_figure(s, results)
-    assert heat.axes[0].get_title() == "post std at the last layer"
+    assert [ax.get_title() for ax in heat.axes[:2]] == ["z std (pre-activation), last layer",
+                                                        "a std, last layer"]
     assert [t.get_text() for t in heat.axes[0].get_xticklabels()] == ["xavier", "normal:std=0.01"]
     # the cell is the geometric mean over the two seeds
     import math
 
-    stds = [results[r.name].layers[-1]["post"]["std"] for r in s.runs
-            if r.config.init == "xavier" and r.config.act == "tanh"]
-    cell = heat.axes[0].images[0].get_array()[0, 0]
-    assert cell == pytest.approx(math.sqrt(stds[0] * stds[1]), rel=1e-12)
+    for ax, tensor in zip(heat.axes[:2], ("pre", "post")):
+        stds = [results[r.name].layers[-1][tensor]["std"] for r in s.runs
+                if r.config.init == "xavier" and r.config.act == "tanh"]
+        cell = ax.images[0].get_array()[0, 0]
+        assert cell == pytest.approx(math.sqrt(stds[0] * stds[1]), rel=1e-12)
     band = seeds_figure(s, results)
     assert band is not None and "mean across seeds 0–1" in band._suptitle.get_text()
     assert seeds_figure(sweep_of({"base": SMALL, "grid": {"init": ["he"]}}), results) is None
