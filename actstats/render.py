@@ -85,13 +85,13 @@ def init_table() -> Table:
 
     table = Table(title="Weight init schemes (weight shape (fan_in, fan_out); spec NAME[:key=value,...])",
                   title_justify="left", header_style="bold", show_lines=False)
-    table.add_column("name", style="bold")
-    table.add_column("parameters (defaults)")
-    table.add_column("formula")
-    table.add_column("source / also known as")
+    table.add_column("name", style="bold", overflow="fold")
+    table.add_column("parameters (defaults)", overflow="fold")  # fold, never cut: a formula is the point
+    table.add_column("formula", overflow="fold")
+    table.add_column("source / also known as", overflow="fold")
     for name, sch in SCHEMES.items():
-        params = ", ".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
-        source = sch.source + (f"; {sch.aka}" if sch.aka else "")
+        params = "\n".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
+        source = "; ".join(part for part in (sch.source, sch.aka) if part and part != "-")
         table.add_row(name, params or "–", sch.formula, source)
     aliases = ", ".join(f"{a} = {t}" for a, t in ALIASES.items())
     table.caption = (
