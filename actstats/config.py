@@ -103,7 +103,8 @@ class RunConfig:
             if key in d:
                 val = d[key]
                 if not isinstance(val, str) or val not in options:
-                    raise ConfigError(f"{at}{key} '{show(val)}' is not valid{did_you_mean(str(val), options)}")
+                    raise ConfigError(f"{at}{key} '{show(val)}' is not valid; valid values: "
+                                      f"{', '.join(sorted(options))}.")
                 out[key] = val
         if "backward" in d:
             if not isinstance(d["backward"], bool):

@@ -43,7 +43,7 @@ def test_help_for_every_command(runner, command):
     (["--init", "normal:sdt=1"], "Error: init 'normal' has no parameter 'sdt'; did you mean 'std'?"),
     (["--bias-init", "orthogonal"], "Error: bias init 'orthogonal' needs a matrix; use zeros or a distribution."),
     (["--input", "gauss"], "Error: input 'gauss' is not valid; valid values: half, normal, uniform."),
-    (["--dtype", "float16"], "Error: dtype 'float16' is not valid; did you mean 'float64'?"),
+    (["--dtype", "float16"], "Error: dtype 'float16' is not valid; valid values: float32, float64."),
     (["--layers", "abc"], "Error: Invalid value for '--layers': 'abc' is not a valid integer."),
     (["--width", "10,20", "--layers", "3"],
      "Error: width lists 2 layers but layers == 3; give one width per layer, or one width for all."),
