@@ -380,12 +380,18 @@ def _log_ticks(ax, lo: float, hi: float, symlog: bool = False):
         y0, y1 = ax.get_ylim()
         if y1 / y0 < 10:
             ticks = [t for t in _linear_ticks(y0, y1, 6) if t > 0]
+            if len(ticks) >= 2:  # one more step down, so the low end of the data is labelled too
+                below = ticks[0] - (ticks[1] - ticks[0])
+                ticks = ([below] if below > 0 and below < y0 else []) + ticks
         elif y1 / y0 < 1000:
-            ticks = [m * 10.0 ** k for k in range(math.floor(math.log10(y0)), math.ceil(math.log10(y1)))
-                     for m in (1, 2, 5) if y0 <= m * 10.0 ** k <= y1]
+            steps = [m * 10.0 ** k for k in range(math.floor(math.log10(y0)) - 1, math.ceil(math.log10(y1)))
+                     for m in (1, 2, 5)]
+            below = [t for t in steps if t < y0 * 0.999]
+            ticks = ([below[-1]] if below else []) + [t for t in steps if y0 <= t <= y1]
         else:
             ticks = []
         if len(ticks) >= 2:
+            y0 = min(y0, ticks[0] / 1.03)  # the axis reaches the lowest tick
             ax.set_yticks(ticks, _tick_labels(ticks))
             ax.yaxis.set_minor_locator(NullLocator())
             ax.set_ylim(y0, y1)
@@ -459,6 +465,13 @@ def profile_figure(result):
         ax_mean.set_ylabel("mean (symlog: linear within ±1)")
     else:
         ax_mean.set_ylabel("mean")
+        spread = _column(result, "post", "std")
+        spread = spread[np.isfinite(spread)]
+        if spread.size and big < 0.1 * float(spread.max()):
+            # a mean far below the spread is noise around 0: show it on the scale of the spread,
+            # not magnified into a dramatic-looking trend
+            half = 0.1 * float(spread.max())
+            ax_mean.set_ylim(-half, half)
     ax_mean.axhline(0.0, color="#999999", linewidth=0.8)
     ax_mean.plot(x, np.where(bad, np.nan, mean), color=COLORS["post"], label=label,
                  marker=_marker(len(x)), markersize=3)
