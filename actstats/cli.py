@@ -366,7 +366,7 @@ def report(folder, no_check, no_plots, quiet):
     if claims:
         console.print(reporting.claims_table(claims))
     messages.print(f"[dim]Wrote {folder}/report.md, summary.csv{'' if no_plots else ' and figures'} "
-                   f"from {len(state.results)} runs[/dim]")
+                   f"from {len(state.results)} run{'s' if len(state.results) != 1 else ''}[/dim]")
     sweep_exit(state, claims)
 
 

@@ -119,7 +119,7 @@ def report_markdown(sweep, state, claims, figures: list[str], check: bool = True
     if sweep.description:
         out += [sweep.description, ""]
     varied = [k for k in sweep.varied]
-    facts = [f"{len(runs)} runs"]
+    facts = [f"{len(runs)} run{'s' if len(runs) != 1 else ''}"]
     if varied:
         facts.append("varied: " + ", ".join(varied))
     if sweep.fixed:
@@ -183,7 +183,8 @@ def report_markdown(sweep, state, claims, figures: list[str], check: bool = True
             "with the run's name, verdict and config fields as columns.",
             "- one folder per run, as `actstats run` writes it: `stats.json`, `stats.csv`, `config.yaml`, "
             "`histograms.npz` and its figures.",
-            "- `sweep.yaml`: the sweep as run; `actstats sweep sweep.yaml` resumes or repeats it.", ""]
+            "- `sweep.yaml`: the sweep as run; from this folder's parent folder, "
+            "`actstats sweep <this folder>/sweep.yaml --out .` resumes it (completed runs are kept).", ""]
     return "\n".join(out)
 
 
