@@ -158,6 +158,22 @@ def test_a_sweep_started_locally_is_finished_on_the_cluster(scheduler, local_run
     assert (folder / "summary.csv").read_bytes() == (local / "summary.csv").read_bytes()
 
 
+def test_workers_with_another_actstats_version_are_refused_before_any_run(scheduler, tmp_path,
+                                                                          monkeypatch):
+    import actstats
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(SWEEP)
+    real = actstats.__version__
+    monkeypatch.setattr(actstats, "__version__", "0.0.1")  # this side; the workers have the real one
+    result = sweep_on(scheduler, cfg, tmp_path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: 2 Dask worker(s) run actstats {real} "
+                                    f"(e.g. tcp://127.0.0.1:")
+    assert result.output.endswith("this is 0.0.1; install the same version on every worker.\n")
+    assert not (tmp_path / "small").exists()
+
+
 def test_a_killed_worker_s_run_is_computed_by_the_other_worker(dask_cluster, scheduler, local_run,
                                                               tmp_path):
     from actstats import report
