@@ -7,6 +7,7 @@ Heavy modules (numpy, rich, matplotlib) are imported inside the commands, so ``-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -261,8 +262,10 @@ def plan_jobs(sweep, jobs: int | None, fresh: bool, out: Path) -> tuple[int, str
 @click.option("--no-check", is_flag=True, help="Do not check the claims (expect:).")
 @click.option("--no-plots", is_flag=True, help="Draw no PNG figures (per run or comparison).")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.option("--cluster", metavar="ADDRESS", help="Run on Dask: tcp://HOST:PORT (a running scheduler) "
+              "or local:N (N local worker processes); needs pip install 'actstats[cluster]'.")
 @translate
-def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
+def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster):
     """Run every run of a sweep FILE (YAML: base, grid/runs, seeds, expect) in parallel, resumably,
     then write summary.csv, comparison figures and report.md and check the claims.
 
@@ -271,6 +274,7 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
       actstats sweep configs/tanh-scale.yaml              # C3-C5, checks its claims
       actstats sweep configs/all-claims.yaml --jobs 2     # every claim of the source documents
       actstats sweep configs/kaiming-modes.yaml --set batch=200 --out /tmp/r
+      actstats sweep configs/all-claims.yaml --cluster tcp://10.0.0.5:8786
     """
     import time
 
@@ -279,12 +283,25 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
 
     t0 = time.perf_counter()
     spec = SweepConfig.from_yaml(file, parse_overrides(overrides))
-    workers, note = plan_jobs(spec, jobs, fresh, out)
+    if cluster is not None and jobs is not None:
+        raise UserError("--jobs and --cluster conflict: on a cluster the workers are the cluster's.")
     console, messages = consoles(quiet)
-    if note:
-        messages.print(f"[dim]{note}[/dim]")
+    executor = None
+    if cluster is None:
+        workers, note = plan_jobs(spec, jobs, fresh, out)
+        if note:
+            messages.print(f"[dim]{note}[/dim]")
+    else:
+        from .cluster import DaskExecutor, parse_address
+
+        parse_address(cluster)  # a malformed address is a usage error even where Dask is missing
+        with messages.status(f"connecting to the Dask cluster {cluster}…"):
+            executor = DaskExecutor(cluster)
     try:
-        state = run_with_bar(spec, out, workers, fresh, not no_plots, messages)
+        with executor or contextlib.nullcontext():
+            if executor is not None:
+                workers = executor.slots
+            state = run_with_bar(spec, out, workers, fresh, not no_plots, messages, executor)
     except KeyboardInterrupt:
         messages.print(f"[yellow]Interrupted: finished runs are kept in {out / spec.name}/; run the "
                        "same command again to resume.[/yellow]")
@@ -322,18 +339,27 @@ def sweep_exit(state, claims):
         raise RunError("; ".join(problems) + ".")
 
 
-def run_with_bar(spec, out, workers, fresh, plots, messages):
-    """run_sweep with a rich progress bar on stderr: runs done, running, failed, ETA."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+def run_with_bar(spec, out, workers, fresh, plots, messages, executor=None):
+    """run_sweep with a rich progress bar on stderr: runs done, running, failed, ETA (and on a
+    cluster its workers and the runs on each)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
 
     from .sweep import run_sweep
 
+    class ClusterColumn(ProgressColumn):
+        """The cluster's workers and the runs on each, e.g. "· 2 workers: 1 1", asked once a second."""
+        max_refresh = 1.0
+
+        def render(self, task):
+            return f"· {executor.status()}"
+
     if messages.quiet:
-        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots)
+        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots, executor=executor)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("runs · {task.fields[running]} running · {task.fields[failed]} failed"
                           "{task.fields[kept]}"),
+               *([ClusterColumn()] if executor is not None else []),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=messages, transient=False) as bar:
         task = bar.add_task(spec.name, total=None, running=0, failed=0, kept="")
@@ -343,7 +369,8 @@ def run_with_bar(spec, out, workers, fresh, plots, messages):
             bar.update(task, total=p.total, completed=p.done + p.failed, running=p.running,
                        failed=p.failed, kept=kept)
 
-        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots, on_event=on_event)
+        return run_sweep(spec, out, jobs=workers, fresh=fresh, plots=plots, on_event=on_event,
+                         executor=executor)
 
 
 @cli.command()

@@ -3,9 +3,11 @@
 An executor has ``submit(fn, *args) -> future`` (``future.result()`` returns or raises),
 ``as_completed(futures) -> iterator of futures``, ``slots`` (how many runs to keep in flight),
 ``recover(future)`` (called when a future raised because its worker died) and
-``shutdown(cancel=False)``. ``sweep.run_sweep`` needs nothing else, so a cluster drops in: a
-dask.distributed ``Client`` gives ``submit`` (with ``pure=False``) and ``distributed.as_completed``,
-``slots`` is the cluster's thread count, ``recover`` is a no-op (dask reschedules lost work).
+``shutdown(cancel=False)``, and optionally ``tries`` (how often the sweep tries a run whose worker
+died; default 2). ``sweep.run_sweep`` needs nothing else, so a cluster drops in: cluster.py's
+DaskExecutor gives ``submit`` through a dask.distributed ``Client`` and ``distributed.as_completed``,
+``slots`` is the cluster's thread count, ``recover`` is a no-op and ``tries`` 1 (the scheduler
+already moves lost work to other workers).
 Workers compute and return results; the parent writes the folders, so no shared filesystem is needed.
 
 Standard library only at import: a spawned worker unpickles ``limit_threads`` from here, and the

@@ -198,10 +198,11 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
             except Exception as exc:  # noqa: BLE001 - the worker itself died (killed, out of memory...)
                 executor.recover(future)
                 attempts[run.name] = attempts.get(run.name, 0) + 1
-                if attempts[run.name] < 2:
+                if attempts[run.name] < getattr(executor, "tries", 2):  # a cluster retries itself: 1
                     isolated.append(run)
                 else:
-                    record_failure(run, failure_record(run, None, f"its worker process died twice "
+                    twice = " twice" if attempts[run.name] == 2 else ""
+                    record_failure(run, failure_record(run, None, f"its worker process died{twice} "
                                    f"({type(exc).__name__}: {exc}); killed, e.g. out of memory?"))
                 continue
             if not outcome.ok:
