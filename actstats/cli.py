@@ -44,9 +44,9 @@ class Group(click.Group):
         except click.Abort:
             click.echo("Aborted.", err=True)
             code = 1
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM during a sweep (sweep.Interrupted): 143
             click.echo("Interrupted.", err=True)
-            code = 130
+            code = 128 + getattr(exc, "signum", 2)
         except MemoryError:
             click.echo("Error: out of memory; lower --width, --layers, --batch or --chunk-size.", err=True)
             code = 1
@@ -275,7 +275,7 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
     import time
 
     from . import report as reporting
-    from .sweep import SweepConfig, parse_overrides, run_sweep
+    from .sweep import SweepConfig, parse_overrides, sweep_lock
 
     t0 = time.perf_counter()
     spec = SweepConfig.from_yaml(file, parse_overrides(overrides))
@@ -284,13 +284,14 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
     if note:
         messages.print(f"[dim]{note}[/dim]")
     try:
-        state = run_with_bar(spec, out, workers, fresh, not no_plots, messages)
+        with sweep_lock(out / spec.name):  # held through the report too; see sweep.sweep_lock
+            state = run_with_bar(spec, out, workers, fresh, not no_plots, messages)
+            with messages.status("writing summary, figures and report…"):
+                claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
     except KeyboardInterrupt:
-        messages.print(f"[yellow]Interrupted: finished runs are kept in {out / spec.name}/; run the "
-                       "same command again to resume.[/yellow]")
+        click.echo(f"Interrupted: finished runs are kept in {out / spec.name}/; run the same command "
+                   "again to resume.", err=True)
         raise
-    with messages.status("writing summary, figures and report…"):
-        claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
     console.print(reporting.runs_table(spec, state))
     if claims:
         console.print(reporting.claims_table(claims))
@@ -357,11 +358,12 @@ def report(folder, no_check, no_plots, quiet):
     results, without computing anything (a folder without sweep.yaml, e.g. results/, is reported as
     the runs it holds)."""
     from . import report as reporting
-    from .sweep import load_sweep
+    from .sweep import load_sweep, sweep_lock
 
     spec, state = load_sweep(folder)
     console, messages = consoles(quiet)
-    claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+    with sweep_lock(folder):  # not while a sweep writes this folder
+        claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
     console.print(reporting.runs_table(spec, state))
     if claims:
         console.print(reporting.claims_table(claims))
