@@ -41,9 +41,10 @@ class Group(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             code = exc.exit_code
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            code = 1
+        except click.Abort as exc:  # click turns Ctrl-C into Abort
+            stop = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
+            click.echo("Interrupted." if stop else "Aborted.", err=True)
+            code = 128 + getattr(stop, "signum", 2) if stop else 1
         except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM during a sweep (sweep.Interrupted): 143
             click.echo("Interrupted.", err=True)
             code = 128 + getattr(exc, "signum", 2)
@@ -288,10 +289,10 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet):
             state = run_with_bar(spec, out, workers, fresh, not no_plots, messages)
             with messages.status("writing summary, figures and report…"):
                 claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # exit 130 (Ctrl-C) or 143 (SIGTERM)
         click.echo(f"Interrupted: finished runs are kept in {out / spec.name}/; run the same command "
                    "again to resume.", err=True)
-        raise
+        raise click.exceptions.Exit(128 + getattr(exc, "signum", 2)) from None
     console.print(reporting.runs_table(spec, state))
     if claims:
         console.print(reporting.claims_table(claims))

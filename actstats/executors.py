@@ -35,7 +35,10 @@ def limit_threads(threads: int = BLAS_THREADS):
 def die_with_parent() -> None:
     """Linux: have the kernel kill this worker when the sweep process dies, even by ``kill -9``, so
     that no orphan computes on (prctl PR_SET_PDEATHSIG). Elsewhere a worker ends at its next task."""
-    parent = os.getppid()
+    from multiprocessing import parent_process
+
+    known = parent_process()  # the pid of the process that spawned us, even if it is already gone
+    parent = known.pid if known is not None else os.getppid()
     try:
         import ctypes
 
@@ -43,7 +46,7 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         return
-    if os.getppid() != parent:  # the parent died before the request was in place
+    if os.getppid() != parent:  # the parent died before the request was in place (killed at start-up)
         os._exit(1)
 
 
