@@ -315,7 +315,13 @@ def _number(x, at: str, allow_bool: bool = False):
         raise ConfigError(f"{at}: expected a number, got bool.")
     if not isinstance(x, (int, float)):
         raise ConfigError(f"{at}: expected a number, got {_type(x)}.")
-    return float(x)
+    try:
+        value = float(x)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
+    if not math.isfinite(value):  # nothing compares true with NaN: the claim could never hold
+        raise ConfigError(f"{at}: expected a finite number, got {x}.")
+    return value
 
 
 def _where(d, at: str, sweep, allow_name: bool = True) -> dict:

@@ -42,12 +42,13 @@ class Group(click.Group):
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             code = exc.exit_code
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            code = 1
-        except KeyboardInterrupt:
+        except click.Abort as exc:  # click turns Ctrl-C into Abort
+            stop = exc.__cause__ if isinstance(exc.__cause__, KeyboardInterrupt) else None
+            click.echo("Interrupted." if stop else "Aborted.", err=True)
+            code = 128 + getattr(stop, "signum", 2) if stop else 1
+        except KeyboardInterrupt as exc:  # Ctrl-C: 130; SIGTERM during a sweep (sweep.Interrupted): 143
             click.echo("Interrupted.", err=True)
-            code = 130
+            code = 128 + getattr(exc, "signum", 2)
         except MemoryError:
             click.echo("Error: out of memory; lower --width, --layers, --batch or --chunk-size.", err=True)
             code = 1
@@ -279,7 +280,7 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
     import time
 
     from . import report as reporting
-    from .sweep import SweepConfig, parse_overrides, run_sweep
+    from .sweep import SweepConfig, parse_overrides, sweep_lock
 
     t0 = time.perf_counter()
     spec = SweepConfig.from_yaml(file, parse_overrides(overrides))
@@ -298,16 +299,17 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
         with messages.status(f"connecting to the Dask cluster {cluster}…"):
             executor = DaskExecutor(cluster)
     try:
-        with executor or contextlib.nullcontext():
+        with executor or contextlib.nullcontext(), sweep_lock(out / spec.name):
+            # the lock is held through the report too; see sweep.sweep_lock
             if executor is not None:
                 workers = executor.slots
             state = run_with_bar(spec, out, workers, fresh, not no_plots, messages, executor)
-    except KeyboardInterrupt:
-        messages.print(f"[yellow]Interrupted: finished runs are kept in {out / spec.name}/; run the "
-                       "same command again to resume.[/yellow]")
-        raise
-    with messages.status("writing summary, figures and report…"):
-        claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+            with messages.status("writing summary, figures and report…"):
+                claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+    except KeyboardInterrupt as exc:  # exit 130 (Ctrl-C) or 143 (SIGTERM)
+        click.echo(f"Interrupted: finished runs are kept in {out / spec.name}/; run the same command "
+                   "again to resume.", err=True)
+        raise click.exceptions.Exit(128 + getattr(exc, "signum", 2)) from None
     console.print(reporting.runs_table(spec, state))
     if claims:
         console.print(reporting.claims_table(claims))
@@ -384,11 +386,12 @@ def report(folder, no_check, no_plots, quiet):
     results, without computing anything (a folder without sweep.yaml, e.g. results/, is reported as
     the runs it holds)."""
     from . import report as reporting
-    from .sweep import load_sweep
+    from .sweep import load_sweep, sweep_lock
 
     spec, state = load_sweep(folder)
     console, messages = consoles(quiet)
-    claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
+    with sweep_lock(folder):  # not while a sweep writes this folder
+        claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)
     console.print(reporting.runs_table(spec, state))
     if claims:
         console.print(reporting.claims_table(claims))

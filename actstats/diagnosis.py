@@ -69,7 +69,7 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
     finite_stds = all(math.isfinite(s) for s in stds)
     if finite_stds and all(s == 0 for s in stds):
         found.append({"code": "zero", "text": "every activation is exactly constant (std 0 in all layers)"})
-    elif finite_stds and L > 1 and stds[0] > 0:
+    elif finite_stds and L > 1 and stds[0] > 0 and bad is None:  # no trend from finite leftovers
         if stds[-1] == 0:
             found.append({"code": "collapse", "ratio": 0.0, "factor": 0.0,
                           "text": f"collapses to exactly 0 by layer {L} (std {_fmt(stds[0])} at layer 1)"})

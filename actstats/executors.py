@@ -31,6 +31,25 @@ def limit_threads(threads: int = BLAS_THREADS):
     for var in BLAS_VARS:
         os.environ[var] = str(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this worker when the sweep process dies, even by ``kill -9``, so
+    that no orphan computes on (prctl PR_SET_PDEATHSIG). Elsewhere a worker ends at its next task."""
+    from multiprocessing import parent_process
+
+    known = parent_process()  # the pid of the process that spawned us, even if it is already gone
+    parent = known.pid if known is not None else os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place (killed at start-up)
+        os._exit(1)
 
 
 def available_cores() -> int:

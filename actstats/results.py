@@ -133,10 +133,15 @@ def save(result, path, plots: bool = True, figures: dict[str, bytes] | None = No
             write_atomic(staging / name, data)
         write_atomic(staging / STATS, to_json_text(result))
         old = None
-        if path.exists():
+        if path.exists():  # moved aside, not deleted, until the new folder is in place
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
-        os.replace(staging, path)
+        try:
+            os.replace(staging, path)
+        except BaseException:
+            if old is not None:  # put the previous result back (a kill -9 here: sweep.clean_stale)
+                os.replace(old, path)
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:

@@ -59,6 +59,16 @@ class Scratch:
 
 
 
+def _huge_moments(x: np.ndarray) -> tuple[float, float]:
+    """(mean, M2) of finite float64 values whose sum overflows: the mean from values scaled by an
+    exact power of two (it lies between min and max, so it is finite); M2 is inf when the std passes
+    ~1e154, as documented in TensorStats.update."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.mean(x * 2.0**-600)) * 2.0**600
+        d = x.reshape(-1) - mean
+        return mean, float(np.dot(d, d))
+
+
 def _level(x: float, e: int) -> int:
     """floor(x / 2**e), exactly: ldexp rounds a tiny negative x to -0.0 when e > 0, but its bin is -1."""
     k = math.floor(math.ldexp(x, -e))
@@ -296,7 +306,10 @@ class TensorStats:
                 d = work.get("centred", flat.shape, np.float64)
                 np.subtract(flat, total / n, out=d)
                 m2 = float(np.einsum("i,i->", d, d))
-        self._merge_moments(n, total / n, m2)
+        mean = total / n
+        if not math.isfinite(mean):  # the sum overflowed (values near the float limit)
+            mean, m2 = _huge_moments(x64)
+        self._merge_moments(n, mean, m2)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         if lo <= 0.0 <= hi:
             zero = work.get("zero", x.shape, np.bool_)
@@ -314,8 +327,11 @@ class TensorStats:
         n = finite.size
         total = np.sum(finite, dtype=np.float64)
         mean = float(total) / n
-        d = np.subtract(finite.reshape(-1), mean, dtype=np.float64)
-        m2 = float(np.dot(d, d))
+        if math.isfinite(mean):
+            d = np.subtract(finite.reshape(-1), mean, dtype=np.float64)
+            m2 = float(np.dot(d, d))
+        else:  # the sum overflowed (values near the float limit)
+            mean, m2 = _huge_moments(finite.astype(np.float64, copy=False))
         self._merge_moments(n, mean, m2)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.n_zero += n - int(np.count_nonzero(finite))
@@ -389,7 +405,11 @@ class TensorStats:
             return
         n = n_a + n_b
         delta = mean_b - self.mean
-        self.mean += delta * n_b / n
+        step = delta * n_b / n
+        if math.isfinite(step):
+            self.mean += step
+        else:  # means near the float limit: a weighted sum of the two cannot overflow
+            self.mean = self.mean * (n_a / n) + mean_b * (n_b / n)
         self.m2 += m2_b + delta * delta * n_a * n_b / n
         self.n = n
 

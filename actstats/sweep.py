@@ -8,6 +8,12 @@ and goes on, retries a run whose worker died once on its own, and on Ctrl-C stop
 file is written to a temporary name and renamed, so an interrupted sweep never leaves a run that looks
 complete. ``load_sweep`` reads a sweep folder back for ``actstats report``.
 
+Faults: SIGTERM is handled like Ctrl-C while a sweep runs (``Interrupted``, which the CLI turns into
+exit 143, or 130 for Ctrl-C); a sweep holds ``<sweep>/.lock`` (``fcntl.flock``) for its whole duration,
+so a second sweep on the same folder refuses to start (``RunError``), and the lock goes away with the
+process even after ``kill -9``; a run whose estimated memory exceeds what is available now is refused
+before it is submitted to a local executor, and recorded as failed.
+
 Only the standard library is imported at module level: a spawned worker unpickles ``execute`` from
 here, and its BLAS thread limit must be in place before numpy loads.
 """
@@ -15,7 +21,10 @@ here, and its BLAS thread limit must be in place before numpy loads.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import threading
 import time
 import traceback
 from collections import deque
@@ -31,6 +40,7 @@ from .sweepfile import (PlannedRun, SweepConfig, from_results, is_sweep_mapping,
 SPEC_FILE = "sweep.yaml"        # <sweep>/sweep.yaml: the sweep as run (overrides applied)
 SOURCE_MARK = "# actstats sweep of "
 FAILED = "failed"               # <sweep>/failed/<run>.json: the error of a run that failed
+LOCK = ".lock"                  # <sweep>/.lock: flock-ed by the sweep that writes the folder; holds its pid
 
 
 # --- the work of one run (in a worker) -----------------------------------------------------------------
@@ -105,8 +115,16 @@ def is_done(path: Path, config) -> bool:
 
 def clean_stale(folder: Path) -> None:
     """Remove what an interrupted save left: hidden staging folders and temporary files (the runner
-    is the only writer of its sweep folder)."""
-    for p in folder.glob(".*"):
+    is the only writer of its sweep folder). A complete result that a killed save had moved aside
+    (``.<run>.old-<pid>``) and not yet replaced is put back."""
+    from .results import is_complete
+
+    for p in sorted(folder.glob(".*")):
+        if ".old-" in p.name and p.is_dir():
+            home = folder / p.name[1:].rpartition(".old-")[0]
+            if not home.exists() and is_complete(p):
+                os.replace(p, home)
+                continue
         if p.name.endswith((".partial", ".tmp")) or ".old-" in p.name:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
@@ -119,6 +137,113 @@ def failure_record(run: PlannedRun, outcome: Outcome | None, message: str | None
             "seconds": outcome.seconds if outcome else None}
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) during a sweep: stops it like Ctrl-C; ``signum`` gives the exit status."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
+class _Interrupts:
+    """While active (main thread only), SIGTERM raises ``Interrupted`` like Ctrl-C raises
+    KeyboardInterrupt, so the same cleanup runs: workers stopped, saved runs kept."""
+
+    def __enter__(self):
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
+_LOCKS: dict = {}  # resolved folder -> [open lock file, depth]: re-entrant within this process
+
+
+class sweep_lock:
+    """Hold ``<folder>/.lock`` exclusively (``fcntl.flock``, non-blocking) while a sweep writes the
+    folder; a second holder in another process gets a RunError naming the first one's pid. The kernel
+    drops the lock when its process ends, however it ends, so a killed sweep never blocks a resume."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def __enter__(self):
+        import fcntl
+
+        key = self.folder.resolve()
+        if key in _LOCKS:
+            _LOCKS[key][1] += 1
+            return self
+        path = self.folder / LOCK
+        while True:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fh = open(path, "a+", encoding="utf-8")
+            except OSError as exc:
+                raise RunError(f"cannot write the sweep folder {self.folder}: {exc.strerror or exc}.") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.seek(0)
+                holder = fh.read().strip()
+                fh.close()
+                who = f" (process {holder})" if holder.isdigit() else ""
+                raise RunError(f"{self.folder} is in use by another sweep{who}; wait for it to finish, "
+                               "or give another --out.") from None
+            try:  # the holder before us may have removed the file we locked: lock the one in place
+                if os.stat(path).st_ino == os.fstat(fh.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            fh.close()
+        fh.truncate(0)
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _LOCKS[key] = [fh, 1]
+        return self
+
+    def __exit__(self, *exc):
+        key = self.folder.resolve()
+        entry = _LOCKS[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _LOCKS[key]
+            Path(entry[0].name).unlink(missing_ok=True)  # before the release: see the inode check
+            entry[0].close()
+
+
+def memory_refusal(run: PlannedRun) -> str | None:
+    """The reason a run cannot start on this machine now (its estimate exceeds available memory)."""
+    from . import network
+
+    try:
+        network.check_memory(run.config)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def locked_and_interruptible(fn):
+    """``run_sweep`` holding its folder's lock, with SIGTERM handled like Ctrl-C."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(sweep, out, *args, **kwargs):
+        with sweep_lock(Path(out) / sweep.name), _Interrupts():
+            return fn(sweep, out, *args, **kwargs)
+
+    return wrapper
+
+
+@locked_and_interruptible
 def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None, fresh: bool = False,
               plots: bool = True, on_event: Callable | None = None, task: Callable = execute) -> SweepRun:
     """Run every run of ``sweep`` that has no complete, matching result in ``out/<sweep.name>/``.
@@ -175,6 +300,7 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
     if own:
         executor = LocalExecutor(min(jobs or available_cores(), len(todo)))
     pending, isolated, inflight, attempts = deque(todo), deque(), {}, {}
+    local = isinstance(executor, (LocalExecutor, SerialExecutor))  # its memory is this machine's
     try:
         while pending or isolated or inflight:
             # a run whose worker died is retried alone, so that it cannot take others down with it
@@ -187,9 +313,15 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
             else:
                 while pending and len(inflight) < executor.slots:
                     run = pending.popleft()
+                    refusal = memory_refusal(run) if local else None
+                    if refusal:  # refused before it starts, with the estimate
+                        record_failure(run, failure_record(run, None, refusal) | {"error": "ConfigError"})
+                        continue
                     inflight[executor.submit(task, run.config, plots)] = run
                     progress.running += 1
                     emit("start", run, progress)
+            if not inflight:
+                continue
             future = next(iter(executor.as_completed(list(inflight))))
             run = inflight.pop(future)
             progress.running -= 1

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ConfigError, did_you_mean
+from .errors import show as printable
 
+MAX_RUNS = 100_000  # runs in one sweep: more is a typo (seeds: 1e9), not a plan
 SWEEP_KEYS = ("name", "description", "base", "grid", "runs", "seeds", "expect")
 
 
@@ -254,6 +256,8 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
         if isinstance(raw, int):
             if raw < 1:
                 raise ConfigError(f"{file}: seeds == {raw}, must be >= 1.")
+            if raw > MAX_RUNS:
+                raise ConfigError(f"{file}: seeds == {raw}, must be <= {MAX_RUNS}.")
             seeds = tuple(range(raw))
         else:
             if not raw:
@@ -271,6 +275,12 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
                               "use one of them.")
 
     # the runs: entries x grid points x seeds, each validated as a whole
+    total = len(entries) * len(seeds or (None,))
+    for values in grid.values():
+        total *= len(values)
+    if total > MAX_RUNS:
+        raise ConfigError(f"{file}: {total} runs (runs: entries x grid points x seeds); a sweep has at "
+                          f"most {MAX_RUNS}.")
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else [{}]
     combos = []
     for e in entries:
@@ -376,7 +386,7 @@ def parse_overrides(items) -> dict:
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item}: expected KEY=VALUE, e.g. --set width=100.")
+            raise ConfigError(f"--set {printable(item)}: expected KEY=VALUE, e.g. --set width=100.")
         try:
             parsed = None if value.strip().lower() in ("", "none", "null") else yaml.safe_load(value)
         except yaml.YAMLError:

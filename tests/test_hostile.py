@@ -152,3 +152,79 @@ def test_huge_but_valid_numbers_are_refused_before_work():
     assert result.exit_code == 2 and "this run needs an estimated" in result.output
     result = runner.invoke(cli, ["run", "--no-save", "--batch", str(10**9)], catch_exceptions=False)
     assert result.exit_code == 2 and result.output == "Error: batch == 1000000000, must be <= 100000000.\n"
+
+
+# --- sweep files ---------------------------------------------------------------------------------------
+
+run_options = st.dictionaries(config_keys, yaml_scalars, max_size=3)
+sweep_values = st.one_of(yaml_scalars, run_options, st.lists(run_options, max_size=2),
+                         st.dictionaries(config_keys, st.lists(yaml_scalars, max_size=3), max_size=2),
+                         st.lists(st.dictionaries(st.sampled_from(["claim", "check", "where", "stat",
+                                                                   "lt", "verdict"]),
+                                                  yaml_scalars, max_size=3), max_size=2))
+sweep_keys = st.sampled_from(["name", "description", "base", "grid", "runs", "seeds", "expect", "gird",
+                              "seed", "", "ñame"])
+
+
+@SETTINGS
+@given(st.dictionaries(sweep_keys, sweep_values, max_size=5))
+def test_sweep_file_loader_answers_or_says_why(data):
+    from actstats.sweep import SweepConfig
+
+    try:
+        sweep = SweepConfig.from_dict(data, where="s.yaml")
+    except ConfigError as exc:
+        assert one_line(str(exc)) and str(exc).startswith("s.yaml")
+        return
+    assert sweep.runs and len({r.name for r in sweep.runs}) == len(sweep.runs)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "F: empty file; a sweep needs grid: or runs:."),
+    ("name: a\nname: b\ngrid: {init: [he]}\n", "F: line 2, column 1: YAML error: duplicate key 'name'."),
+    ("base: {layers: .nan}\ngrid: {init: [he]}\n", "F: base: layers must be an integer, got nan."),
+    ("grid: {init: [he]}\nseeds: .inf\n", "F: seeds: expected a count or a list of seeds, got float."),
+    ("grid: {init: [he]}\nseeds: 100000000000000000000000000000\n",
+     "F: seeds == 100000000000000000000000000000, must be <= 100000."),
+    ("grid: {layers: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], batch: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\nseeds: 1001\n",
+     "F: 100100 runs (runs: entries x grid points x seeds); a sweep has at most 100000."),
+    ("grid: {init: [he]}\nseeds: -3\n", "F: seeds == -3, must be >= 1."),
+    ("name: ñ😀\ngrid: {init: [he]}\n", "F: name: expected a folder name (letters, digits, . _ + -), got 'ñ😀'."),
+    ("grid: {base: {layers: 3}}\n", "F: grid: unknown run option 'base'; valid values: act, backward, batch, "
+     "bias_init, bins, chunk_size, dtype, init, input, input_dim, layers, seed, width."),
+    ("runs: [[1]]\n", "F: runs[0]: expected a mapping, got list."),
+    ("grid: {width: [1e400]}\n", "F: grid.width[0]: width must be an integer, got '1e400'."),
+    ("grid: {init: [he]}\nbase: {layers: 100000000000000000000}\n",
+     "F: base: layers == 100000000000000000000, must be <= 10000."),
+    ("grid: {init: [he]}\nexpect: [{claim: x, check: {stat: post.std, layer: 1, lt: .nan}}]\n",
+     "F: expect[0].check.lt: expected a finite number, got nan."),
+    ("grid: {init: [he]}\nexpect: [{claim: x, check: {stat: post.std, layer: 1, gt: -.inf}}]\n",
+     "F: expect[0].check.gt: expected a finite number, got -inf."),
+])
+def test_bad_sweep_files_are_one_line_exit_2_and_write_nothing(tmp_path, text, message):
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "out"), "--no-plots"],
+                                catch_exceptions=False)
+    assert (result.exit_code, result.output) == (2, "Error: " + message.replace("F: ", f"{path}: ", 1) + "\n")
+    assert not (tmp_path / "out").exists()
+
+
+def test_binary_file_and_directory_as_sweep_file(tmp_path):
+    binary = tmp_path / "blob.yaml"
+    binary.write_bytes(bytes(range(256)))
+    out = CliRunner().invoke(cli, ["sweep", str(binary)], catch_exceptions=False)
+    assert (out.exit_code, out.output) == (2, f"Error: {binary}: not a text file (not UTF-8).\n")
+    out = CliRunner().invoke(cli, ["sweep", str(tmp_path)], catch_exceptions=False)
+    assert (out.exit_code, out.output) == (2, f"Error: Invalid value for 'FILE': File '{tmp_path}' is a directory.\n")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.text(max_size=15), min_size=1, max_size=3))
+def test_set_overrides_answer_or_say_why(pairs):
+    from actstats.sweep import parse_overrides
+
+    try:
+        parse_overrides(pairs)
+    except ConfigError as exc:
+        assert one_line(str(exc)) and str(exc).startswith("--set")
