@@ -74,12 +74,20 @@ def csv_text(result) -> str:
     return buf.getvalue()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, data: bytes | str):
-    """Write to a temporary name in the same folder, then rename into place."""
+    """Write to a temporary name in the same folder, then rename into place. The file gets the
+    permissions of a plain open() (0666 less the umask), not mkstemp's private 0600."""
     path = Path(path)
     mode = "w" if isinstance(data, str) else "wb"
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
             fh.write(data)
             fh.flush()
@@ -117,6 +125,7 @@ def save(result, path, plots: bool = True, figures: dict[str, bytes] | None = No
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+        staging.chmod(0o777 & ~_umask())  # as mkdir would make it (mkdtemp's is 0700)
     except OSError as exc:
         raise RunError(f"cannot write results to {path}: {exc.strerror or exc}.") from None
     try:

@@ -304,3 +304,15 @@ def test_a_sweep_of_1000_tiny_runs_does_not_leak_memory_or_file_handles(tmp_path
     # growth in proportion is expected, a leak (figures, arrays, pools not freed) would be far more
     assert large["peak_rss_kib"] <= small["peak_rss_kib"] + 900 * 64
     assert large["fds_max"] <= small["fds_max"] + 2 and large["fds_end"] <= small["fds_end"] + 1
+
+
+def test_results_get_the_permissions_of_plain_files_and_folders(tmp_path):
+    """mkstemp/mkdtemp make private 0600/0700 entries; a results folder is shared like any other."""
+    old = os.umask(0o022)
+    try:
+        path = run_experiment(RunConfig(layers=2, width=8, batch=8)).save(tmp_path / "r", plots=False)
+    finally:
+        os.umask(old)
+    assert (Path(path).stat().st_mode & 0o777) == 0o755
+    modes = {f.name: f.stat().st_mode & 0o777 for f in Path(path).iterdir()}
+    assert modes == {name: 0o644 for name in ("config.yaml", "stats.csv", "histograms.npz", "stats.json")}
