@@ -280,7 +280,7 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
     import time
 
     from . import report as reporting
-    from .sweep import SweepConfig, parse_overrides, sweep_lock
+    from .sweep import SweepConfig, check_replacements, parse_overrides, sweep_lock
 
     t0 = time.perf_counter()
     spec = SweepConfig.from_yaml(file, parse_overrides(overrides))
@@ -303,6 +303,8 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
             # the lock is held through the report too; see sweep.sweep_lock
             if executor is not None:
                 workers = executor.slots
+            if not fresh:  # before the progress bar: a refusal is one line
+                check_replacements(spec, out / spec.name)
             state = run_with_bar(spec, out, workers, fresh, not no_plots, messages, executor)
             with messages.status("writing summary, figures and report…"):
                 claims = reporting.build(spec, state, plots=not no_plots, check=not no_check)

@@ -113,6 +113,25 @@ def is_done(path: Path, config) -> bool:
     return stored is not None and stored.identity() == config.identity()
 
 
+def check_replacements(sweep: SweepConfig, folder: Path) -> None:
+    """Refuse to silently replace complete results computed with another config (e.g. a quick
+    ``--set batch=20`` into the folder of a full-size sweep): ``--fresh`` says it is meant."""
+    from .results import stored_config
+
+    changed = []
+    for run in sweep.runs:
+        stored = stored_config(folder / run.name)
+        if stored is not None and stored.identity() != run.config.identity():
+            old, new = stored.identity(), run.config.identity()
+            diff = ", ".join(f"{k} {old.get(k)} → {new.get(k)}" for k in new if old.get(k) != new.get(k))
+            changed.append((run.name, diff))
+    if changed:
+        name, diff = changed[0]
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise ConfigError(f"{folder} holds results of another config for {name}{more} ({diff}); "
+                          "--fresh replaces them, or give another --out.")
+
+
 def clean_stale(folder: Path) -> None:
     """Remove what an interrupted save left: hidden staging folders and temporary files (the runner
     is the only writer of its sweep folder). A complete result that a killed save had moved aside
@@ -258,6 +277,8 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
 
     t0 = time.perf_counter()
     folder = Path(out) / sweep.name
+    if not fresh:
+        check_replacements(sweep, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         clean_stale(folder)

@@ -300,6 +300,17 @@ def test_cli_sweep_writes_summary_report_and_checks_claims(tmp_path):
     # resumed: nothing computed again
     again = CliRunner().invoke(cli, ["sweep", str(cfg), "--out", str(tmp_path), "--no-plots"])
     assert again.exit_code == 0 and "0 runs computed, 2 kept" in again.output
+    # a quick --set check into the same folder does not silently replace the full-size results
+    before = (folder / "init=xavier" / "stats.json").read_bytes()
+    quick = CliRunner().invoke(cli, ["sweep", str(cfg), "--out", str(tmp_path), "--no-plots", "--set", "batch=20"])
+    assert quick.exit_code == 2
+    assert quick.output.strip() == (f"Error: {folder} holds results of another config for init=normal-std0.01 "
+                                    "and 1 more (batch 60 → 20); --fresh replaces them, or give another --out.")
+    assert (folder / "init=xavier" / "stats.json").read_bytes() == before
+    fresh = CliRunner().invoke(cli, ["sweep", str(cfg), "--out", str(tmp_path), "--no-plots", "--set",
+                                     "batch=20", "--fresh"])
+    assert fresh.exit_code == 0 and json.loads((folder / "init=xavier" / "stats.json").read_text())[
+        "config"]["batch"] == 20
 
 
 def test_a_false_claim_exits_1_and_no_check_skips_it(tmp_path):
