@@ -50,14 +50,6 @@ class Scratch:
             buf = self._bufs[(name, dtype)] = np.empty(n, dtype)
         return buf[:n].reshape(shape)
 
-    def ones(self, n: int) -> np.ndarray:
-        buf = self._bufs.get("ones")
-        if buf is None or buf.size < n:
-            buf = self._bufs["ones"] = np.ones(n)
-        return buf[:n]
-
-
-
 
 def _level(x: float, e: int) -> int:
     """floor(x / 2**e), exactly: ldexp rounds a tiny negative x to -0.0 when e > 0, but its bin is -1."""
