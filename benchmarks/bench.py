@@ -68,7 +68,9 @@ def floors(net: network.Network, x: np.ndarray, g: np.ndarray):
     Ws = net.weights
     outs = [np.empty((x.shape[0], W.shape[1]), x.dtype) for W in Ws]
     grads = [np.empty_like(W) for W in Ws]
-    ds = [np.empty((x.shape[0], W.shape[0]), x.dtype) for W in Ws]
+    ds = [np.empty((x.shape[0], max(W.shape[0] for W in Ws)), x.dtype) for _ in range(2)]  # in turn
+    for buf in outs + grads + ds:
+        buf.fill(0)  # touched now: a first repetition does not pay the page faults
 
     def forward():
         a = x
@@ -81,7 +83,7 @@ def floors(net: network.Network, x: np.ndarray, g: np.ndarray):
         for l in range(len(Ws) - 1, -1, -1):
             np.matmul(outs[l - 1].T if l else x.T, d, out=grads[l])
             if l:
-                d = np.matmul(d, Ws[l].T, out=ds[l])
+                d = np.matmul(d, Ws[l].T, out=ds[l % 2][:, : Ws[l].shape[0]])
 
     return forward, forward_backward
 
