@@ -204,7 +204,7 @@ def bench(sizes, repeat: int, use_torch: bool, acts=ACTS, dtypes=DTYPES):
     rows = []
     for size in sizes:
         spec = SIZES[size]
-        reps = repeat if size == "default" else max(1, repeat // 3)  # one large repetition: ~1 min
+        reps = repeat if size == "default" else max(1, repeat // 3)  # a large row takes minutes
         for dtype in dtypes:
             for act in acts:
                 config = RunConfig.from_dict({**spec, "act": act, "dtype": dtype})
