@@ -287,6 +287,7 @@ def profile(repeat: int):
                 "pre stats": lambda: pre_st.update(z, work=work),
                 "saturated": (lambda: network._n_saturated(act, z, lo, hi, work)) if act.saturates else (lambda: 0),
                 "phi": lambda: act.phi(z, out=buf, work=bufs),
+                "(numpy's phi)": lambda: PLAIN[act_name](z),  # for comparison, not in the totals
                 "post stats": lambda: post_st.update(post, work=work),
                 "phi' + sum": lambda: float(np.sum(act.dphi(z, post, out=buf), dtype=np.float64)),
                 "d*phi'": lambda: np.multiply(d, slope, out=buf),
@@ -297,9 +298,10 @@ def profile(repeat: int):
             t = best_of(steps, repeat, time.thread_time)
             mm = t["matmul a@W"]
             mm3 = mm + t["matmul a.T@gp"] + t["matmul gp@W.T"]
+            plain_phi = t.pop("(numpy's phi)")
             fwd = sum(t[k] for k in ("matmul a@W", "pre stats", "saturated", "phi", "post stats"))
             print(f"{act_name:>7} {dtype}: " + "  ".join(f"{k} {v:.2f}" for k, v in t.items())
-                  + f"  | forward {fwd:.2f} = {fwd / mm:.2f} x its matmul;"
+                  + f"  | numpy's phi {plain_phi:.2f} | forward {fwd:.2f} = {fwd / mm:.2f} x its matmul;"
                   f" f+b {sum(t.values()):.2f} = {sum(t.values()) / mm3:.2f} x its 3 matmuls")
     # the statistics of one pre-activation tensor, pass by pass
     z = np.random.default_rng(0).standard_normal((1000, 500))
