@@ -50,14 +50,6 @@ class Scratch:
             buf = self._bufs[(name, dtype)] = np.empty(n, dtype)
         return buf[:n].reshape(shape)
 
-    def ones(self, n: int) -> np.ndarray:
-        buf = self._bufs.get("ones")
-        if buf is None or buf.size < n:
-            buf = self._bufs["ones"] = np.ones(n)
-        return buf[:n]
-
-
-
 
 def _huge_moments(x: np.ndarray) -> tuple[float, float]:
     """(mean, M2) of finite float64 values whose sum overflows: the mean from values scaled by an

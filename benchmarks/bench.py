@@ -3,22 +3,31 @@ a plain NumPy forward pass and a PyTorch forward-hook script doing the same work
 
     python benchmarks/bench.py            # default size and a large one; every activation and dtype
     python benchmarks/bench.py --quick    # the default size only, fewer repetitions
+    python benchmarks/bench.py --size large --act tanh --dtype float64   # one row of the table
     python benchmarks/bench.py --profile  # where one layer's time goes, step by step (one core)
     python benchmarks/bench.py --memory   # peak resident memory of 20 x 1024, batch 32768, float32
     python benchmarks/bench.py --startup  # `actstats --help` and the README's default run
+    python benchmarks/bench.py --sweep    # a sweep of 16 small runs, --jobs 2 against --jobs 1
+    python benchmarks/bench.py --all      # all of the above (the README's Performance table)
 
 Everything is timed in this one process and run, interleaved (each repetition times every variant
 once), and the best of the repetitions is kept, so that other work on the machine, which only ever
-adds time, disturbs the ratios as little as possible. Times in milliseconds.
+adds time, disturbs the ratios as little as possible (the large size gets a third of the
+repetitions: one repetition of its 6 rows takes minutes). Times in milliseconds.
 
-  floor fwd      the L forward products a @ W into preallocated arrays, nothing else
-  floor f+b      those and the backward products a.T @ gp and gp @ W.T
+  floor fwd      the L forward products a @ W into preallocated arrays, nothing else, done the
+                 faster of two ways: the whole batch through BLAS on every core, or (as the engine
+                 does) two row-halves on two threads, each with a one-thread BLAS
+  floor f+b      those and the backward products a.T @ gp and gp @ W.T, the same two ways
   numpy fwd      the plain forward a user would write: a = phi(a @ W) per layer
   engine fwd     actstats' engine: input drawn, forward, every statistic (network.run, forward only)
   engine f+b     the same with the backward pass and the gradient statistics
   torch fwd/f+b  an nn.Sequential with forward hooks that record mean, std, histc and the saturated
                  (or zero) fraction of each layer's pre- and post-activations (and, with backward,
-                 full backward hooks for dL/dz and the same of each dL/dW), input drawn by torch
+                 full backward hooks for dL/dz and the same of each dL/dW), input drawn by torch;
+                 timed after the NumPy variants (its OpenMP threads spin after each call and would
+                 slow whatever runs next), with torch's default threads and with one thread, the
+                 faster kept: the engine/torch ratios are on torch's best
 """
 
 from __future__ import annotations
@@ -42,14 +51,15 @@ DTYPES = ("float64", "float32")
 PLAIN = {"tanh": np.tanh, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0)}
 
 
-def best_of(fns: dict, repeat: int) -> dict:
-    """Best wall time of each function, repetitions interleaved across the functions."""
+def best_of(fns: dict, repeat: int, clock=time.perf_counter) -> dict:
+    """Best time of each function (wall time unless ``clock`` says otherwise), repetitions
+    interleaved across the functions."""
     best = {k: float("inf") for k in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            best[name] = min(best[name], clock() - t0)
     return {k: v * 1e3 for k, v in best.items()}
 
 
@@ -58,7 +68,9 @@ def floors(net: network.Network, x: np.ndarray, g: np.ndarray):
     Ws = net.weights
     outs = [np.empty((x.shape[0], W.shape[1]), x.dtype) for W in Ws]
     grads = [np.empty_like(W) for W in Ws]
-    ds = [np.empty((x.shape[0], W.shape[0]), x.dtype) for W in Ws]
+    ds = [np.empty((x.shape[0], max(W.shape[0] for W in Ws)), x.dtype) for _ in range(2)]  # in turn
+    for buf in outs + grads + ds:
+        buf.fill(0)  # touched now: a first repetition does not pay the page faults
 
     def forward():
         a = x
@@ -71,9 +83,28 @@ def floors(net: network.Network, x: np.ndarray, g: np.ndarray):
         for l in range(len(Ws) - 1, -1, -1):
             np.matmul(outs[l - 1].T if l else x.T, d, out=grads[l])
             if l:
-                d = np.matmul(d, Ws[l].T, out=ds[l])
+                d = np.matmul(d, Ws[l].T, out=ds[l % 2][:, : Ws[l].shape[0]])
 
     return forward, forward_backward
+
+
+def split_floors(net: network.Network, x: np.ndarray, g: np.ndarray, pool, blas):
+    """The same products as the engine runs them: two row-halves on two threads, one-thread BLAS."""
+    cut = (x.shape[0] + 1) // 2
+    halves = [floors(net, x[sl], g[sl]) for sl in (slice(0, cut), slice(cut, None))]
+
+    def both(k):
+        def run():
+            threads = blas[1]()
+            blas[0](1)
+            try:
+                for job in [pool.submit(h[k]) for h in halves]:
+                    job.result()
+            finally:
+                blas[0](threads)
+        return run
+
+    return both(0), both(1)
 
 
 def plain_forward(net: network.Network, x: np.ndarray, act: str):
@@ -145,25 +176,37 @@ def torch_script(net: network.Network, config: RunConfig, backward: bool):
     return run
 
 
-def bench(sizes, repeat: int, use_torch: bool):
+COLUMNS = ("floor fwd", "floor f+b", "numpy fwd", "engine fwd", "engine f+b", "torch fwd", "torch f+b")
+RATIOS = ("eng/floor fwd", "eng/floor f+b", "eng/torch fwd", "eng/torch f+b")
+
+
+def table_row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def bench(sizes, repeat: int, use_torch: bool, acts=ACTS, dtypes=DTYPES):
+    """The main table (Markdown, to paste into the README): times in ms, best of ``repeat``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     torch = None
     if use_torch:
         try:
             import torch
         except ImportError:
             torch = None
-    print(f"numpy {np.__version__}, {os.cpu_count()} cores"
-          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)" if torch else ", torch not installed"))
-    head = (f"{'size':>20} {'act':>7} {'dtype':>7} | {'floor fwd':>9} {'floor f+b':>9} {'numpy fwd':>9} "
-            f"{'engine fwd':>10} {'engine f+b':>10} {'torch fwd':>9} {'torch f+b':>9} | "
-            f"{'eng/floor fwd':>13} {'eng/floor f+b':>13} {'eng/torch fwd':>13} {'eng/torch f+b':>13}")
-    print(head)
-    print("-" * len(head))
+    blas = network._openblas_threads()
+    pool = ThreadPoolExecutor(2) if blas else None
+    torch_note = (f"torch {torch.__version__} ({torch.get_num_threads()} threads, and 1)" if torch
+                  else "torch not installed: its rows are skipped" if use_torch else "torch skipped (--no-torch)")
+    print(f"numpy {np.__version__}, {os.cpu_count()} cores, {torch_note}; times in ms, best of {repeat} (large size: {max(1, repeat // 3)})\n")
+    print(table_row(("size", "act", "dtype") + COLUMNS + RATIOS))
+    print(table_row(("---",) * 3 + ("---:",) * (len(COLUMNS) + len(RATIOS))))
     rows = []
     for size in sizes:
         spec = SIZES[size]
-        for dtype in DTYPES:
-            for act in ACTS:
+        reps = repeat if size == "default" else max(1, repeat // 3)  # a large row takes minutes
+        for dtype in dtypes:
+            for act in acts:
                 config = RunConfig.from_dict({**spec, "act": act, "dtype": dtype})
                 forward_only = config.replace(backward=False)
                 net = network.Network.build(config)
@@ -175,32 +218,51 @@ def bench(sizes, repeat: int, use_torch: bool):
                        "numpy fwd": plain_forward(net, x, act),
                        "engine fwd": lambda: network.run(forward_only, net),
                        "engine f+b": lambda: network.run(config, net)}
+                if pool is not None:
+                    fns["split fwd"], fns["split f+b"] = split_floors(net, x, g, pool, blas)
+                t = best_of(fns, reps)
+                t["floor fwd"] = min(t["floor fwd"], t.pop("split fwd", np.inf))
+                t["floor f+b"] = min(t["floor f+b"], t.pop("split f+b", np.inf))
+                t["torch fwd"] = t["torch f+b"] = float("nan")
                 if torch is not None:
-                    fns["torch fwd"] = torch_script(net, config, backward=False)
-                    fns["torch f+b"] = torch_script(net, config, backward=True)
-                t = best_of(fns, repeat)
-                t.setdefault("torch fwd", float("nan"))
-                t.setdefault("torch f+b", float("nan"))
+                    t.update(torch_times(torch, net, config, reps))
                 label = f"{spec['layers']}x{spec['width']} b{spec['batch']}"
-                torch_ratio = (f"{t['engine fwd'] / t['torch fwd']:>13.2f} {t['engine f+b'] / t['torch f+b']:>13.2f}"
-                               if torch is not None else f"{'skipped: no torch':>27}")
-                print(f"{label:>20} {act:>7} {dtype:>7} | {t['floor fwd']:>9.1f} {t['floor f+b']:>9.1f} "
-                      f"{t['numpy fwd']:>9.1f} {t['engine fwd']:>10.1f} {t['engine f+b']:>10.1f} "
-                      f"{t['torch fwd']:>9.1f} {t['torch f+b']:>9.1f} | "
-                      f"{t['engine fwd'] / t['floor fwd']:>13.2f} {t['engine f+b'] / t['floor f+b']:>13.2f} "
-                      + torch_ratio, flush=True)
+                ratios = [t["engine fwd"] / t["floor fwd"], t["engine f+b"] / t["floor f+b"]]
+                if torch is not None:
+                    ratios += [t["engine fwd"] / t["torch fwd"], t["engine f+b"] / t["torch f+b"]]
+                cells = [label, act, dtype] + [f"{t[k]:.1f}" if torch is not None or "torch" not in k
+                                                else "skipped" for k in COLUMNS]
+                cells += [f"{r:.2f}" for r in ratios] + ["skipped"] * (4 - len(ratios))
+                print(table_row(cells), flush=True)
                 rows.append((size, act, dtype, t))
+    if pool is not None:
+        pool.shutdown()
     return rows
+
+
+def torch_times(torch, net, config, repeat: int) -> dict:
+    """The hook script's best time, over torch's default number of threads and one thread."""
+    threads = torch.get_num_threads()
+    best = {}
+    for n in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(n)
+        t = best_of({"torch fwd": torch_script(net, config, backward=False),
+                     "torch f+b": torch_script(net, config, backward=True)}, repeat)
+        best = {k: min(v, best.get(k, np.inf)) for k, v in t.items()}
+    torch.set_num_threads(threads)
+    time.sleep(0.5)  # let torch's spinning OpenMP threads go to sleep before NumPy is timed again
+    return best
 
 
 def profile(repeat: int):
     """One layer of the default size (1000 x 500 -> 500), each step alone, on one core (BLAS set to
-    one thread): what the engine's time goes to. Core-milliseconds; the engine runs two halves of
-    the batch on the two cores, so a layer's wall time is about half the total."""
+    one thread): what the engine's time goes to. CPU milliseconds of this thread (time.thread_time,
+    which other processes on a busy machine disturb far less than wall time); the engine runs two
+    halves of the batch on the two cores, so a layer's wall time is about half the total."""
     blas = network._openblas_threads()
     if blas:
         blas[0](1)
-    print("one layer, 1000 x 500 -> 500, one core; core-milliseconds")
+    print("one layer, 1000 x 500 -> 500, one core (one-thread BLAS); CPU ms of the thread")
     for dtype in DTYPES:
         for act_name in ACTS:
             act = activations.get(act_name)
@@ -218,24 +280,29 @@ def profile(repeat: int):
             gw = np.empty_like(W)
             pre_st = TensorStats(50, None, dtype)
             post_st = TensorStats(50, act.post_range, dtype, units=True)
+            grad_st = TensorStats(50, None, dtype, units=True)
             lo, hi = float(z.min()), float(z.max())
             steps = {
                 "matmul a@W": lambda: np.matmul(a, W, out=buf),
                 "pre stats": lambda: pre_st.update(z, work=work),
                 "saturated": (lambda: network._n_saturated(act, z, lo, hi, work)) if act.saturates else (lambda: 0),
                 "phi": lambda: act.phi(z, out=buf, work=bufs),
+                "(numpy's phi)": lambda: PLAIN[act_name](z),  # for comparison, not in the totals
                 "post stats": lambda: post_st.update(post, work=work),
                 "phi' + sum": lambda: float(np.sum(act.dphi(z, post, out=buf), dtype=np.float64)),
                 "d*phi'": lambda: np.multiply(d, slope, out=buf),
-                "grad_pre stats": lambda: pre_st.update(gp, work=work),
+                "grad_pre stats": lambda: grad_st.update(gp, work=work),
                 "matmul a.T@gp": lambda: np.matmul(a.T, gp, out=gw),
                 "matmul gp@W.T": lambda: np.matmul(gp, W.T, out=buf),
             }
-            t = best_of(steps, repeat)
+            t = best_of(steps, repeat, time.thread_time)
             mm = t["matmul a@W"]
+            mm3 = mm + t["matmul a.T@gp"] + t["matmul gp@W.T"]
+            plain_phi = t.pop("(numpy's phi)")
             fwd = sum(t[k] for k in ("matmul a@W", "pre stats", "saturated", "phi", "post stats"))
             print(f"{act_name:>7} {dtype}: " + "  ".join(f"{k} {v:.2f}" for k, v in t.items())
-                  + f"  | forward total {fwd:.2f} = {fwd / mm:.2f} x matmul")
+                  + f"  | numpy's phi {plain_phi:.2f} | forward {fwd:.2f} = {fwd / mm:.2f} x its matmul;"
+                  f" f+b {sum(t.values()):.2f} = {sum(t.values()) / mm3:.2f} x its 3 matmuls")
     # the statistics of one pre-activation tensor, pass by pass
     z = np.random.default_rng(0).standard_normal((1000, 500))
     flat = z.reshape(-1)
@@ -251,7 +318,7 @@ def profile(repeat: int):
              "hist: floor-start": lambda: (np.floor(f, out=f), np.subtract(f, -40, out=f)),
              "hist: to int64": lambda: np.copyto(idx, f, casting="unsafe"),
              "hist: bincount": lambda: np.bincount(idx, minlength=50)}
-    t = best_of(parts, repeat)
+    t = best_of(parts, repeat, time.thread_time)
     print("statistics of one float64 tensor (1000 x 500), pass by pass: "
           + "  ".join(f"{k} {v:.2f}" for k, v in t.items()))
     if blas:
@@ -259,45 +326,105 @@ def profile(repeat: int):
 
 
 MEMORY_CASE = dict(layers=20, width=1024, batch=32768, dtype="float32")
+GIB = 2**30
 
 
 def memory():
-    """Peak resident memory of the big float32 case, in a fresh process, and the engine's estimate."""
-    code = ("import resource, time, actstats\n"
+    """Peak resident memory of the big float32 case, forward and backward, in a fresh process, with
+    the engine's estimate and automatic chunk size. The peak is the child's VmHWM (/proc): its
+    getrusage ru_maxrss would also count the parent's resident memory at the fork, kept by Linux
+    across exec (this process, after the table, holds about 1 GB)."""
+    code = ("import time\n"
             "from actstats import network, RunConfig\n"
             f"c = RunConfig.from_dict({MEMORY_CASE!r})\n"
             "t = time.perf_counter(); p = network.run(c)\n"
-            "print(p.chunk_size, time.perf_counter() - t, network.estimate_bytes(c))\n")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+            "print(p.chunk_size, time.perf_counter() - t, network.estimate_bytes(c), int(hwm) * 1024)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    import resource
+    chunk, seconds, estimate, peak = out.stdout.split()
+    peak = int(peak)
+    held = 2 * 20 * 1024 * 32768 * 4  # every layer's post and phi' of the whole batch, float32
+    print(f"memory: {MEMORY_CASE}, forward + backward: {float(seconds):.1f} s, automatic chunk {chunk} rows, "
+          f"peak resident {peak / 2**20:.0f} MiB (goal <= 1024 MiB: {'met' if peak <= GIB else 'NOT met'}), "
+          f"engine's estimate {int(estimate) / 2**20:.0f} MiB; every post and phi' held at once would be "
+          f"{held / 2**30:.1f} GiB")
+    return peak
 
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    chunk, seconds, estimate = out.stdout.split()
-    print(f"{MEMORY_CASE}: forward + backward in {float(seconds):.1f} s, chunk {chunk} rows; "
-          f"peak resident {peak / 2**20:.0f} MiB (limit 1024 MiB), estimate {int(estimate) / 2**20:.0f} MiB")
+
+def actstats_cmd() -> list:
+    exe = os.path.join(os.path.dirname(sys.executable), "actstats")
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "actstats"]
+
+
+def timed(args, repeat: int) -> float:
+    """Best wall time (s) of ``actstats ARGS``; ``args(tmp)`` gets a fresh folder each time."""
+    import tempfile
+
+    best = float("inf")
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            subprocess.run(actstats_cmd() + args(tmp), check=True, capture_output=True,
+                           env={**os.environ, "MPLBACKEND": "Agg"})
+            best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def startup(repeat: int):
-    exe = os.path.join(os.path.dirname(sys.executable), "actstats")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "actstats"]
+    run = ["run", "--init", "xavier", "--act", "relu", "--layers", "10"]
+    help_s = timed(lambda tmp: ["--help"], repeat)
+    run_s = timed(lambda tmp: run + ["--out", tmp], repeat)
+    no_plots = timed(lambda tmp: run + ["--out", tmp, "--no-plots"], repeat)
+    print(f"start-up: actstats --help {help_s:.2f} s (goal < 0.3 s); "
+          f"actstats {' '.join(run)} (PNGs included) {run_s:.2f} s (goal < 3 s), with --no-plots {no_plots:.2f} s")
+    return help_s, run_s
+
+
+SWEEP = """name: bench-sweep
+base: {layers: 10, width: 200, batch: 500}
+grid:
+  init: [xavier, he, lecun, "normal:std=0.01"]
+  act: [tanh, relu]
+seeds: 2
+"""
+
+
+def sweep(repeat: int):
+    """16 small runs with --jobs 1 and --jobs 2 (PNGs included); their summary.csv must be equal."""
     import tempfile
 
-    def timed(args):
-        best = float("inf")
-        for _ in range(repeat):
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                subprocess.run(cmd + args(tmp), check=True, capture_output=True, env={**os.environ, "MPLBACKEND": "Agg"})
-                best = min(best, time.perf_counter() - t0)
-        return best
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "bench-sweep.yaml")
+        with open(path, "w") as fh:
+            fh.write(SWEEP)
+        csv = {}
 
-    help_s = timed(lambda tmp: ["--help"])
-    run_s = timed(lambda tmp: ["run", "--init", "xavier", "--act", "relu", "--layers", "10", "--out", tmp])
-    no_plots = timed(lambda tmp: ["run", "--init", "xavier", "--act", "relu", "--layers", "10", "--out", tmp,
-                                  "--no-plots"])
-    print(f"actstats --help: {help_s:.2f} s (goal < 0.3 s)\n"
-          f"actstats run --init xavier --act relu --layers 10 (PNGs included): {run_s:.2f} s (goal < 3 s); "
-          f"with --no-plots: {no_plots:.2f} s")
+        def args(jobs):
+            def make(out):
+                csv[jobs] = os.path.join(out, "bench-sweep", "summary.csv")
+                return ["sweep", path, "--jobs", str(jobs), "--out", out, "--quiet"]
+            return make
+
+        # interleaved, so that other load on the machine falls on both alike
+        one = two = float("inf")
+        same = True
+        for _ in range(repeat):
+            for jobs in (1, 2):
+                with tempfile.TemporaryDirectory() as out:
+                    t0 = time.perf_counter()
+                    subprocess.run(actstats_cmd() + args(jobs)(out), check=True, capture_output=True,
+                                   env={**os.environ, "MPLBACKEND": "Agg"})
+                    t = time.perf_counter() - t0
+                    with open(csv[jobs]) as fh:
+                        csv[jobs] = fh.read()
+                if jobs == 1:
+                    one, first = min(one, t), csv[1]
+                else:
+                    two = min(two, t)
+                    same = same and csv[2] == first
+    print(f"sweep of 16 small runs (10 x 200, batch 500, PNGs included): --jobs 1 {one:.2f} s, --jobs 2 "
+          f"{two:.2f} s, speed-up {one / two:.2f}x (goal >= 1.7x); summary.csv identical: {same}")
+    return one / two, same
 
 
 def main():
@@ -305,19 +432,29 @@ def main():
     parser.add_argument("--quick", action="store_true", help="default size only, 3 repetitions")
     parser.add_argument("--repeat", type=int, help="repetitions (best kept); default 7, --quick 3")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch script")
+    parser.add_argument("--size", choices=list(SIZES), action="append", help="only this size (repeatable)")
+    parser.add_argument("--act", choices=ACTS, action="append", help="only this activation (repeatable)")
+    parser.add_argument("--dtype", choices=DTYPES, action="append", help="only this dtype (repeatable)")
     parser.add_argument("--profile", action="store_true", help="where one layer's time goes")
     parser.add_argument("--memory", action="store_true", help="peak memory of the big float32 case")
     parser.add_argument("--startup", action="store_true", help="start-up and the README's default run")
+    parser.add_argument("--sweep", action="store_true", help="a sweep of 16 small runs, --jobs 2 vs 1")
+    parser.add_argument("--all", action="store_true", help="the table, then profile, memory, start-up, sweep")
     args = parser.parse_args()
     repeat = args.repeat or (3 if args.quick else 7)
-    if args.profile:
+    extras = args.profile or args.memory or args.startup or args.sweep
+    if args.all or not extras:
+        sizes = args.size or (["default"] if args.quick else list(SIZES))
+        bench(sizes, repeat, not args.no_torch, args.act or ACTS, args.dtype or DTYPES)
+        print()
+    if args.all or args.profile:
         profile(max(repeat, 10))
-    if args.memory:
+    if args.all or args.memory:
         memory()
-    if args.startup:
+    if args.all or args.startup:
         startup(repeat)
-    if not (args.profile or args.memory or args.startup):
-        bench(["default"] if args.quick else ["default", "large"], repeat, not args.no_torch)
+    if args.all or args.sweep:
+        sweep(max(1, min(repeat, 2)))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The engine against an independent NumPy forward/backward pass on the same weights."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -103,15 +104,18 @@ def assert_same_run(whole, part, rel):
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("chunk", [1, 7, 64, None])
+@pytest.mark.parametrize("chunk", [1, 7, 64, 150])
 def test_chunked_equals_unchunked(chunk, dtype, act):
     # BLAS sums a row's dot products in an order that depends on the number of rows (a single row
     # goes through gemv), so values, and with them moments and extremes, agree to rounding: 1e-12 in
     # float64, float32's rounding of the values themselves in float32; counts and histograms agree
-    # exactly (float32 values rounding differently could move one across a bin edge: not seen here)
-    config = {**SMALL, "act": act, "dtype": dtype, "bias_init": "normal:std=0.1"}
-    whole = run_experiment({**config, "chunk_size": 64})
-    part = run_experiment({**config, "chunk_size": chunk})  # None: automatic, the whole batch here
+    # exactly (float32 values rounding differently could move one across a bin edge: not seen here).
+    # A batch of 150: chunks of 7 and 64 leave a ragged last chunk (3 and 22 rows)
+    config = {**SMALL, "act": act, "dtype": dtype, "bias_init": "normal:std=0.1", "batch": 150}
+    whole = run_experiment(config.copy())  # automatic chunk: the whole batch at this size
+    assert whole.extra["chunk_size"] == 150
+    part = run_experiment({**config, "chunk_size": chunk})
+    assert part.extra["chunk_size"] == chunk
     assert_same_run(whole, part, 1e-12 if dtype == "float64" else 1e-5)
 
 
@@ -172,12 +176,21 @@ def test_half_input_has_exactly_half_ones():
     assert np.all(x.sum(axis=1) == 500) and set(np.unique(x)) == {0.0, 1.0}
 
 
+def estimate_gib(message) -> float:
+    match = re.match(r"this run needs an estimated ([0-9.]+) GiB of memory", str(message))
+    assert match, message
+    return float(match.group(1))
+
+
 def test_memory_estimate_refuses_what_cannot_fit():
     config = RunConfig.from_dict({"width": 20000, "layers": 10})
     with pytest.raises(ConfigError) as err:
         check_memory(config, available=4 * 2**30)
     assert str(err.value).startswith("this run needs an estimated ")
     assert "of memory but only 4.0 GiB is available; lower --width or --layers" in str(err.value)
+    # the estimate covers at least the weights and each of the two threads' sums of dL/dW
+    # (10 layers of 20000 x 20000 float64, three copies: 89.4 GiB), and does not double it
+    assert 3 * 10 * 20000**2 * 8 / 2**30 <= estimate_gib(err.value) < 2 * 89.4
     small = RunConfig.from_dict(SMALL)
     assert check_memory(small, available=4 * 2**30) < 4 * 2**30
     # a chunk that cannot fit: the chunk size is what to lower
@@ -185,6 +198,8 @@ def test_memory_estimate_refuses_what_cannot_fit():
     with pytest.raises(ConfigError) as err:
         check_memory(big_chunk, available=2**30)
     assert "lower --chunk-size, --width or --layers, or use --dtype float32." in str(err.value)
+    # every layer's post and phi' of the 32768 rows are held for the backward pass: 10 GiB at least
+    assert 2 * 20 * 1024 * 32768 * 8 / 2**30 <= estimate_gib(err.value) < 2 * 10
 
 
 def test_automatic_chunk_keeps_the_big_float32_run_within_1_gib():
