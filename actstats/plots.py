@@ -377,13 +377,14 @@ def _log_ticks(ax, lo: float, hi: float, symlog: bool = False):
     from matplotlib.ticker import FixedLocator, NullLocator
 
     if not symlog:
-        y0, y1 = ax.get_ylim()
-        if y1 / y0 < 10:
+        y0, y1 = map(float, ax.get_ylim())
+        decades = math.log10(y1) - math.log10(y0)  # not y1 / y0: that overflows for 1e-300 .. 1e300
+        if decades < 1:
             ticks = [t for t in _linear_ticks(y0, y1, 6) if t > 0]
             if len(ticks) >= 2:  # one more step down, so the low end of the data is labelled too
                 below = ticks[0] - (ticks[1] - ticks[0])
                 ticks = ([below] if below > 0 and below < y0 else []) + ticks
-        elif y1 / y0 < 1000:
+        elif decades < 3:
             steps = [m * 10.0 ** k for k in range(math.floor(math.log10(y0)) - 1, math.ceil(math.log10(y1)))
                      for m in (1, 2, 5)]
             below = [t for t in steps if t < y0 * 0.999]

@@ -51,14 +51,17 @@ class Scratch:
         return buf[:n].reshape(shape)
 
 
-def _huge_moments(x: np.ndarray) -> tuple[float, float]:
-    """(mean, M2) of finite float64 values whose sum overflows: the mean from values scaled by an
-    exact power of two (it lies between min and max, so it is finite); M2 is inf when the std passes
-    ~1e154, as documented in TensorStats.update."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = float(np.mean(x * 2.0**-600)) * 2.0**600
-        d = x.reshape(-1) - mean
-        return mean, float(np.dot(d, d))
+def _huge_moments(x: np.ndarray) -> tuple[float, float, int]:
+    """(mean, M2 / 4**k, k) of finite float64 values whose sum or sum of squares overflows: both
+    from the values scaled by 2**-k, k the exponent of the largest |value| (exact power-of-two
+    scaling), so the std stays measurable up to the float limit instead of becoming inf."""
+    big = float(np.max(np.abs(x)))
+    k = math.frexp(big)[1]
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        scaled = x.reshape(-1) * math.ldexp(1.0, -k)      # |scaled| <= 1
+        mean_s = float(np.mean(scaled))
+        d = scaled - mean_s
+        return math.ldexp(mean_s, k), float(np.dot(d, d)), k
 
 
 def _level(x: float, e: int) -> int:
@@ -252,6 +255,7 @@ class TensorStats:
         self.n = 0              # finite elements
         self.mean = 0.0
         self.m2 = 0.0
+        self.m2_exp = 0         # M2 = m2 * 4**m2_exp: values beyond ~1e154 would overflow M2 itself
         self.min = math.inf
         self.max = -math.inf
         self.n_zero = 0
@@ -266,7 +270,8 @@ class TensorStats:
     def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None):
         """Fold in a chunk (float64 or float32; 2-D (samples, units) when units are tracked).
         Returns the chunk's (min, max) over finite values, NaN when there is none.
-        Finite values beyond ~1e154 overflow the sum of squares: their std is reported as inf."""
+        Finite values beyond ~1e154 overflow the sum of squares: their moments are then computed and kept
+        scaled by a power of two, so the std stays finite up to the float limit."""
         with np.errstate(over="ignore", invalid="ignore"):
             return self._update(x, n_saturated, work)
 
@@ -298,10 +303,10 @@ class TensorStats:
                 d = work.get("centred", flat.shape, np.float64)
                 np.subtract(flat, total / n, out=d)
                 m2 = float(np.einsum("i,i->", d, d))
-        mean = total / n
-        if not math.isfinite(mean):  # the sum overflowed (values near the float limit)
-            mean, m2 = _huge_moments(x64)
-        self._merge_moments(n, mean, m2)
+        mean, k = total / n, 0
+        if not (math.isfinite(mean) and math.isfinite(m2)):  # sums overflowed: values beyond ~1e154
+            mean, m2, k = _huge_moments(x64)
+        self._merge_moments(n, mean, m2, k)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         if lo <= 0.0 <= hi:
             zero = work.get("zero", x.shape, np.bool_)
@@ -318,13 +323,13 @@ class TensorStats:
             return math.nan, math.nan
         n = finite.size
         total = np.sum(finite, dtype=np.float64)
-        mean = float(total) / n
+        mean, k, m2 = float(total) / n, 0, math.inf
         if math.isfinite(mean):
             d = np.subtract(finite.reshape(-1), mean, dtype=np.float64)
             m2 = float(np.dot(d, d))
-        else:  # the sum overflowed (values near the float limit)
-            mean, m2 = _huge_moments(finite.astype(np.float64, copy=False))
-        self._merge_moments(n, mean, m2)
+        if not (math.isfinite(mean) and math.isfinite(m2)):  # sums overflowed: values beyond ~1e154
+            mean, m2, k = _huge_moments(finite.astype(np.float64, copy=False))
+        self._merge_moments(n, mean, m2, k)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.n_zero += n - int(np.count_nonzero(finite))
         self.hist.update(finite, lo, hi, self.min, self.max)
@@ -390,19 +395,29 @@ class TensorStats:
             alive = np.any(x != 0, axis=0)
             self.alive = alive if self.alive is None else (self.alive | alive)
 
-    def _merge_moments(self, n_b: int, mean_b: float, m2_b: float):
-        n_a = self.n
-        if n_a == 0:  # nothing to merge with (and inf * 0 would make the next line NaN)
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+    def _merge_moments(self, n_b: int, mean_b: float, m2_b: float, k_b: int = 0):
+        """Chan et al.'s merge; M2 is kept as ``m2 * 4**m2_exp`` so that it cannot overflow."""
+        n_a, k_a = self.n, self.m2_exp
+        if n_a == 0:  # nothing to merge with (and inf * 0 would make the merge below NaN)
+            self.n, self.mean, self.m2, self.m2_exp = n_b, mean_b, m2_b, k_b
             return
         n = n_a + n_b
         delta = mean_b - self.mean
         step = delta * n_b / n
-        if math.isfinite(step):
-            self.mean += step
-        else:  # means near the float limit: a weighted sum of the two cannot overflow
-            self.mean = self.mean * (n_a / n) + mean_b * (n_b / n)
-        self.m2 += m2_b + delta * delta * n_a * n_b / n
+        if k_a == k_b == 0 and math.isfinite(step):
+            cross = delta * delta * n_a * n_b / n
+            if math.isfinite(self.m2 + m2_b + cross):
+                self.mean += step
+                self.m2 += m2_b + cross
+                self.n = n
+                return
+        # scaled: everything in units of 2**k (exact power-of-two scaling)
+        k = max(k_a, k_b, math.frexp(max(abs(self.mean), abs(mean_b)))[1])
+        d = math.ldexp(mean_b, -k) - math.ldexp(self.mean, -k)
+        self.m2 = (math.ldexp(self.m2, -2 * (k - k_a)) + math.ldexp(m2_b, -2 * (k - k_b))
+                   + d * d * n_a * n_b / n)
+        self.m2_exp = k
+        self.mean = math.ldexp(math.ldexp(self.mean, -k) * (n_a / n) + math.ldexp(mean_b, -k) * (n_b / n), k)
         self.n = n
 
     def merge(self, other: "TensorStats") -> "TensorStats":
@@ -421,10 +436,16 @@ class TensorStats:
             if other.alive is not None:
                 self.alive = other.alive.copy() if self.alive is None else (self.alive | other.alive)
         if other.n:
-            self._merge_moments(other.n, other.mean, other.m2)
+            self._merge_moments(other.n, other.mean, other.m2, other.m2_exp)
             self.min, self.max = min(self.min, other.min), max(self.max, other.max)
             self.hist.merge(other.hist, self.min, self.max)
         return self
+
+    def _std(self) -> float:
+        try:
+            return math.ldexp(math.sqrt(self.m2 / self.n), self.m2_exp)
+        except OverflowError:  # std <= (max - min) / 2 stays below the float limit; kept for safety
+            return math.inf
 
     def summary(self, saturation: bool = False) -> dict:
         """The numbers, as plain floats (NaN where undefined, e.g. no finite value)."""
@@ -432,7 +453,7 @@ class TensorStats:
         out = {
             "count": self.count,
             "mean": self.mean if self.n else nan,
-            "std": math.sqrt(self.m2 / self.n) if self.n else nan,
+            "std": self._std() if self.n else nan,
             "min": self.min if self.n else nan,
             "max": self.max if self.n else nan,
             "frac_zero": self.n_zero / self.count if self.count else nan,

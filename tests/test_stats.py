@@ -213,3 +213,25 @@ def test_dead_units_found_in_later_chunks():
     s = streamed(x, 3, units=True)
     assert s.alive.tolist() == [True, False, True, False]
     assert s.summary()["frac_dead_units"] == 0.5
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(min_value=-1.0, max_value=1.0, width=64), min_size=1, max_size=40),
+       st.lists(st.floats(min_value=-1.0, max_value=1.0, width=64), min_size=0, max_size=40),
+       st.integers(min_value=500, max_value=1020))
+def test_moments_of_values_near_the_float_limit_stay_finite_and_exact(a, b, e):
+    """Values of 2**500 .. 2**1020 overflow a sum of squares; the oracle is NumPy on the values
+    scaled down by an exact power of two."""
+    a = np.ldexp(np.array(a), e).reshape(-1, 1)
+    b = np.ldexp(np.array(b), e).reshape(-1, 1)
+    both = np.concatenate([a, b]).ravel()
+    mean = float(np.mean(np.ldexp(both, -e))) * 2.0**e
+    std = float(np.std(np.ldexp(both, -e))) * 2.0**e
+    left, right, union = TensorStats(20), TensorStats(20), TensorStats(20)
+    left.update(a)
+    right.update(b)
+    union.update(both.reshape(-1, 1))
+    for s in (union.summary(), left.merge(right).summary()):
+        assert math.isfinite(s["std"]) and math.isfinite(s["mean"])
+        tol = 1e-9 * 2.0**e  # relative to the values' scale: a mean near 0 is a difference of huge values
+        assert abs(s["mean"] - mean) <= tol and abs(s["std"] - std) <= tol
