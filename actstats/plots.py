@@ -541,11 +541,10 @@ def run_figure_bytes(result) -> dict[str, bytes]:
 
 
 def figure_png(fig) -> bytes:
-    """The figure as PNG bytes; the figure is cleared, breaking its reference cycles now rather than
-    at the next gc pass."""
+    """The figure as PNG bytes. (Not followed by fig.clear(): that rebuilt every axis's ticks only
+    to throw them away, a third of the time of a 20-panel figure; the garbage collector frees it.)"""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    fig.clear()
     return buf.getvalue()
 
 
