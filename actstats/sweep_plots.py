@@ -98,8 +98,9 @@ TWIN_RTOL = 0.02  # two runs this close at every layer draw as one line; the leg
 
 def _close(a: tuple, b: tuple) -> bool:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    return a.shape == b.shape and bool(np.all(ok)) and bool(np.allclose(a, b, rtol=TWIN_RTOL, atol=0))
+    if a.shape != b.shape:  # runs of different depths are never twins
+        return False
+    return bool(np.all(np.isfinite(a) & np.isfinite(b))) and bool(np.allclose(a, b, rtol=TWIN_RTOL, atol=0))
 
 
 def _theory_column(result, tensor: str) -> np.ndarray | None:

@@ -410,3 +410,19 @@ def test_sweep_figures_are_figures_with_titles_that_say_what_varied():
     band = seeds_figure(s, results)
     assert band is not None and "mean across seeds 0–1" in band._suptitle.get_text()
     assert seeds_figure(sweep_of({"base": SMALL, "grid": {"init": ["he"]}}), results) is None
+
+
+def test_runs_of_different_depths_draw_side_by_side():
+    """The twin-line check compares whole profiles: runs of 2 and 3 layers are never twins (it once
+    broadcast a (3,) against a (2,) profile and stopped the report of configs/all-claims.yaml)."""
+    from actstats import run_experiment
+    from actstats.sweep_plots import profiles_figure
+
+    s = sweep_of({"name": "depths", "base": {**SMALL, "act": "tanh"},
+                  "runs": [{"layers": 2}, {"layers": 3}, {"layers": 3, "init": "lecun"}]})
+    results = {r.name: run_experiment(r.config) for r in s.runs}
+    fig = profiles_figure(s, results)
+    measured = [ln for ln in fig.axes[1].get_lines() if ln.get_linestyle() == "-"]
+    assert sorted(len(ln.get_xdata()) for ln in measured) == [2, 3, 3]
+    for run, ln in zip(s.runs, measured):
+        assert list(ln.get_ydata()) == results[run.name].column("post", "std")
