@@ -50,6 +50,9 @@ def layer_table(result) -> Table:
         table.add_column("inf/NaN", justify="right", style="red")
     if has_grad:
         table.add_column("grad std", justify="right")
+    grad_nonfinite = has_grad and any(layer["grad_pre"]["frac_nonfinite"] > 0 for layer in result.layers)
+    if grad_nonfinite:
+        table.add_column("grad inf", justify="right", style="red")
     for layer in result.layers:
         post = layer["post"]
         row = [str(layer["layer"]), num(layer["pre"]["std"]), num(post["mean"]), num(post["std"])]
@@ -60,9 +63,12 @@ def layer_table(result) -> Table:
             row.append(pct(post["frac_nonfinite"]))
         if has_grad:
             row.append(num(layer["grad_pre"]["std"]))
+        if grad_nonfinite:
+            row.append(pct(layer["grad_pre"]["frac_nonfinite"]))
         table.add_row(*row)
     table.caption = ("z = pre-activation, a = φ(z); " + ("theory = predicted a std; " if has_theory else "")
-                     + "grad = dL/dz" + ("; mean and std over the finite values" if nonfinite else ""))
+                     + "grad = dL/dz" + ("; mean and std over the finite values only"
+                                        if nonfinite or grad_nonfinite else ""))
     table.caption_justify = "left"
     return table
 

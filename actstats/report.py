@@ -97,13 +97,15 @@ def where_text(claim, sweep) -> str:
 
 
 CAPTIONS = {
-    "std_by_layer.png": ("Std by layer", "Every run's post-activation std (top) and back-propagated "
-                         "gradient std dL/dz (bottom) by layer, on a log axis. A flat line keeps the "
-                         "signal; a line falling by a constant factor per layer collapses, a rising one "
-                         "explodes."),
-    "last_layer.png": ("The last layer", "What is left at the output: the last layer's post-activation "
-                       "std, and the fractions of saturated and exactly-zero outputs, over the sweep's "
-                       "two main axes."),
+    "std_by_layer.png": ("Std by layer", "Every run's pre-activation std (z, top), post-activation "
+                         "std (middle) and back-propagated gradient std dL/dz (bottom) by layer, on a "
+                         "log axis; dashed, the mean-field prediction. A line falling by a constant "
+                         "factor per layer collapses, a rising one explodes; a flat line keeps the "
+                         "signal, unless it is flat at the activation's limit (tanh's std near 1 with "
+                         "z std in the tens is saturation: see the saturated fraction)."),
+    "last_layer.png": ("The last layer", "What is left at the output: the last layer's z std and "
+                       "post-activation std, and, where they occur, the fractions of saturated and "
+                       "exactly-zero outputs, by the sweep's main axes."),
     "seeds.png": ("Across seeds", "The mean over seeds (line) and the spread from the smallest to the "
                   "largest seed (band): how much of a difference is the init, and how much one random "
                   "net."),

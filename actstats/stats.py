@@ -29,7 +29,10 @@ import numpy as np
 
 E_FLOOR = {np.dtype(np.float64): -1000, np.dtype(np.float32): -100}  # 2**-e stays representable
 INDEX_BITS = 50  # bin indices stay below 2**50: exact in float64 and in int64
-SYMMETRY_TOL = 1e-6  # units equal up to rounding: relative spread across units below this
+# units equal up to rounding: relative spread across units below this. A sum of n products rounds
+# differently in different columns (BLAS blocking): up to ~n eps relative, 5e-14 in float64 but 3e-5
+# in float32 at n = 500, so float32 gets a looser bound
+SYMMETRY_TOL = {np.dtype(np.float64): 1e-6, np.dtype(np.float32): 1e-3}
 # sum/sum-of-squares moments lose about mean^2/var * eps of relative precision: above this ratio the
 # centred two-pass formula is used instead (its error is a few eps whatever the mean)
 CANCEL_RATIO = 32.0
@@ -266,6 +269,7 @@ class TensorStats:
         self.samples = 0
         self.alive: np.ndarray | None = None  # per unit: non-zero for some sample
         self.hist = Histogram(bins, fixed_range, dtype)
+        self.sym_tol = SYMMETRY_TOL.get(np.dtype(dtype), 1e-6)
 
     def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None):
         """Fold in a chunk (float64 or float32; 2-D (samples, units) when units are tracked).
@@ -357,9 +361,9 @@ class TensorStats:
         # rows where mean^2/var is small have a precise var; where, besides, std > SYMMETRY_TOL *
         # |mean| the units certainly differ (range >= 2 std > SYMMETRY_TOL * max|value|). The other
         # rows (symmetric nets) get the exact passes.
-        clear = var * CANCEL_RATIO > mean * mean
+        clear = np.isfinite(var) & (var * CANCEL_RATIO > mean * mean)  # inf: sums of squares overflowed
         mean += shift
-        clear &= var > (SYMMETRY_TOL * mean) ** 2
+        clear &= var > (self.sym_tol * mean) ** 2
         spread = np.sqrt(np.maximum(var, 0.0, out=var), out=var)
         asymmetric = rows
         if not clear.all():
@@ -367,7 +371,7 @@ class TensorStats:
             xs = x[unclear]
             spread[unclear] = np.std(xs, axis=1)
             hi, lo = xs.max(axis=1), xs.min(axis=1)
-            asymmetric -= int(np.count_nonzero(~(hi - lo > SYMMETRY_TOL * np.maximum(abs(hi), abs(lo)))))
+            asymmetric -= int(np.count_nonzero(~(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo)))))
         self.asymmetric += asymmetric
         self.unit_std_sum += float(np.sum(spread))
         self.samples += rows
@@ -388,7 +392,7 @@ class TensorStats:
             spread = np.std(x, axis=1, dtype=np.float64)
             hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)
             # a sample breaks the symmetry when its units differ by more than rounding
-            self.asymmetric += int(np.count_nonzero(hi - lo > SYMMETRY_TOL * np.maximum(abs(hi), abs(lo))))
+            self.asymmetric += int(np.count_nonzero(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo))))
         self.unit_std_sum += float(np.sum(spread[np.isfinite(spread)]))
         self.samples += x.shape[0]
         if x.shape[0]:
