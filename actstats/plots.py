@@ -606,7 +606,7 @@ def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: floa
     for i, (label, x, y) in enumerate(marks):
         star = highlight is not None and i == len(marks) - 1
         style = dict(marker="*" if star else "o", ms=14 if star else 7, mec="k",
-                     mfc="gold" if star else "white", zorder=5)
+                     mfc="gold" if star else "white", zorder=5, clip_on=False)  # whole on the axis line
         if x <= w_max and y <= b_max:
             ax.plot([x], [y], ls="none", **style)
             low = y < 0.25 * b_max  # the star's label goes above the staggered labels of the axis row
