@@ -26,16 +26,20 @@ def _trend(stds: list[float]) -> tuple[float, float]:
     return ratio, ratio ** (1 / (len(stds) - 1))
 
 
-def layer_ranges(layers: list[int]) -> str:
-    """[1, 2, 3, 7, 9, 10] -> 'layers 1–3, 7, 9–10' (ascending layer numbers)."""
+def spans(layers: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> '1–3, 7, 9–10' (ascending layer numbers)."""
     runs: list[list[int]] = []
     for l in layers:
         if runs and l == runs[-1][1] + 1:
             runs[-1][1] = l
         else:
             runs.append([l, l])
-    text = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs)
-    return ("layers " if len(layers) > 1 else "layer ") + text
+    return ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs)
+
+
+def layer_ranges(layers: list[int]) -> str:
+    """[1, 2, 3, 7, 9, 10] -> 'layers 1–3, 7, 9–10'."""
+    return ("layers " if len(layers) > 1 else "layer ") + spans(layers)
 
 
 def _first_nonfinite(layers, tensors) -> int | None:
@@ -129,10 +133,10 @@ def _gradients(layers: list[dict]) -> list[dict]:
         if grad_pre:  # back-propagation runs from layer L down: the first bad one is the highest
             parts.append(f"gradients stop being finite at layer {grad_pre[-1]} going back from the "
                          f"output (dL/dz not finite at {layer_ranges(grad_pre)})")
-        if grad_weight != grad_pre:
-            parts.append(f"dL/dW not finite at {layer_ranges(grad_weight)}" if grad_weight else "")
+        if grad_weight and grad_weight != grad_pre:
+            parts.append(f"dL/dW not finite at {layer_ranges(grad_weight)}")
         layer = (grad_pre or grad_weight)[-1]
-        return [{"code": "grad_nonfinite", "layer": layer, "text": "; ".join(p for p in parts if p)}]
+        return [{"code": "grad_nonfinite", "layer": layer, "text": "; ".join(parts)}]
     g = [layer["grad_pre"]["std"] for layer in layers]
     if L < 2 or not all(math.isfinite(s) for s in g):
         return []

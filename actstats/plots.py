@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .diagnosis import spans
+
 DPI = 100
 MAX_PANELS = 10                      # histogram columns; deeper nets show evenly spaced layers
 HUGE = 1e307                         # axis limits stay inside this, so hi - lo cannot overflow
@@ -52,18 +54,6 @@ def _exp(text: str) -> str:
 
 def _fmt(x: float) -> str:
     return "n/a" if math.isnan(x) else _exp(f"{x:.2g}")
-
-
-def _spans(layers: list[int]) -> str:
-    """[1, 2, 3, 7, 9, 10] -> '1–3, 7, 9–10'."""
-    parts, start = [], None
-    for i, k in enumerate(layers):
-        if start is None:
-            start = k
-        if i + 1 == len(layers) or layers[i + 1] != k + 1:
-            parts.append(str(start) if start == k else f"{start}–{k}")
-            start = None
-    return ", ".join(parts)
 
 
 def shown_layers(n_layers: int, most: int = MAX_PANELS) -> list[int]:
@@ -353,7 +343,7 @@ def _log_lines(ax, x, series) -> bool:
         for what, mask, ypos, mk in (("≤ 0", np.isfinite(y) & (y <= 0), 0.025, "v"),
                                      ("inf/NaN", ~np.isfinite(y), 0.975, "x")):
             if mask.any():
-                notes.append(f"{what} at layer {_spans([int(k) for k in x[mask]])} "
+                notes.append(f"{what} at layer {spans([int(k) for k in x[mask]])} "
                              f"{'▼' if mk == 'v' else '×'}")
                 ax.plot(x[mask], np.full(mask.sum(), ypos), transform=edge, linestyle="none",
                         marker=mk, markersize=5, color=color, label="_edge")
@@ -455,7 +445,7 @@ def profile_figure(result):
     bad = ~np.isfinite(mean)
     label = "post a: mean"
     if bad.any():
-        label += f" (inf/NaN at layer {_spans([int(k) for k in x[bad]])}: not drawn)"
+        label += f" (inf/NaN at layer {spans([int(k) for k in x[bad]])}: not drawn)"
     big = float(np.abs(mean[~bad]).max()) if (~bad).any() else 0.0
     if big > 1e3:  # orders of magnitude: symlog, limits set first (see _log_lines)
         ax_mean.set_yscale("symlog", linthresh=1.0)

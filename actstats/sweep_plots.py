@@ -12,12 +12,12 @@ matplotlib is imported inside the functions (Agg, no pyplot), so importing this 
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 
-DPI = 100
+from .diagnosis import layer_ranges
+from .plots import DPI, figure_png
 FILES = {"profiles": "std_by_layer.png", "heatmap": "last_layer.png", "seeds": "seeds.png"}
 ROWS = (("pre", "pre-activation std (z)"), ("post", "post-activation std"),
         ("grad_pre", "gradient dL/dz std"))
@@ -27,12 +27,6 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def figure_bytes(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    return buf.getvalue()
 
 
 def _show(v) -> str:
@@ -141,18 +135,6 @@ def _positive(y: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(y) & (y > 0), y, np.nan)
 
 
-def _ranges(layers) -> str:
-    """[1, 2, 3, 7] -> "1–3, 7"."""
-    out, start = [], None
-    for i, l in enumerate(layers):
-        if start is None:
-            start = l
-        if i + 1 == len(layers) or layers[i + 1] != l + 1:
-            out.append(f"{start}" if start == l else f"{start}–{l}")
-            start = None
-    return ", ".join(out)
-
-
 def _note(columns: dict[str, np.ndarray]) -> str:
     """Why a line is missing or short on a log axis: exact zeros, or values past the float range;
     ``columns`` maps a row's short name (z, a, dL/dz) to its std by layer."""
@@ -162,8 +144,7 @@ def _note(columns: dict[str, np.ndarray]) -> str:
         for what, mask in (("0", v == 0), ("inf", ~np.isfinite(v))):
             layers = list(np.flatnonzero(mask) + 1)
             if layers:
-                where = "every layer" if len(layers) == n else f"layer{'s' if len(layers) > 1 else ''} " \
-                    + _ranges(layers)
+                where = "every layer" if len(layers) == n else layer_ranges(layers)
                 notes.append(f"{short} std {what} at {where}")
     return f" ({'; '.join(notes)})" if notes else ""
 
@@ -480,5 +461,5 @@ def sweep_figure_bytes(sweep, results) -> dict[str, bytes]:
             break
         fig = make(sweep, results)
         if fig is not None:
-            out[FILES[key]] = figure_bytes(fig)
+            out[FILES[key]] = figure_png(fig)
     return out

@@ -42,7 +42,7 @@ def test_init_spec_parser_answers_or_says_why(text):
     except ConfigError as exc:
         assert one_line(str(exc))
         return
-    # what parses must sample finite numbers and print back to a spec that parses to the same init
+    # what parses must print back to a spec that parses to the same init, and sample without error
     again = inits.resolve(init.spec)
     assert again == init
     W = init.sample((3, 4), __import__("numpy").random.default_rng(0), 3, 4)

@@ -87,8 +87,8 @@ def test_shown_layers_evenly_spaced_with_first_and_last(n):
 
 
 def test_spans():
-    assert plots._spans([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
-    assert plots._spans([4]) == "4"
+    assert plots.spans([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
+    assert plots.spans([4]) == "4"
 
 
 # -- histograms -----------------------------------------------------------------------------------
