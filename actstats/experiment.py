@@ -123,7 +123,8 @@ def add_theory(config: RunConfig, layers: list[dict], init_info: dict | None = N
                                                     config.widths, dims[0], q0)
         if predicted is None:
             return {"applies": False, "reason": reason}
-        sigma_w2 = [d_in * resolve(config.init).moments(d_in, d_out)[1] for d_in, d_out in zip(dims, dims[1:])]
+        weights = resolve(config.init)  # parsed once, not once per layer
+        sigma_w2 = [d_in * weights.moments(d_in, d_out)[1] for d_in, d_out in zip(dims, dims[1:])]
         sigma_b2 = resolve(config.bias_init).moments(dims[0], dims[1])[1]
     for layer, p in zip(layers, predicted):
         layer["theory"] = {k: p[k] for k in ("pre_std", "post_mean", "post_std", "grad_pre_std")}

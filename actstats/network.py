@@ -32,7 +32,6 @@ from .stats import Scratch, TensorStats
 
 WEIGHTS, BIASES, INPUT, PROJECTION = range(4)  # seed streams
 CHUNK_BUDGET = 256 * 2**20  # bytes of per-chunk activations when the chunk size is automatic
-TENSORS = ("pre", "post", "grad_pre", "grad_weight")
 PARTS = 2            # a chunk's rows split in two halves, one per thread (and core) ...
 MIN_PART_ROWS = 64   # ... when each half gets at least this many rows
 STATS_WORK_BYTES = 33  # per element: the statistics' float64 copy, centred copy, bin floats, bins, mask
@@ -297,11 +296,11 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
     pool, g_ready = None, None
     # two threads only where BLAS may use two: a sweep worker limited to one BLAS thread (so that
     # workers x threads never exceed the cores) runs the two halves one after the other
-    if blas is not None and chunk >= PARTS * MIN_PART_ROWS and blas[1]() >= PARTS:
+    threads = blas[1]() if blas is not None else 1
+    if threads >= PARTS and chunk >= PARTS * MIN_PART_ROWS:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(PARTS, thread_name_prefix="actstats")
-        threads = blas[1]()
         blas[0](1)
     try:
         with np.errstate(all="ignore"):  # overflow is measured (frac_nonfinite), not warned about
@@ -319,14 +318,15 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
                         return box[0][sl]
                 else:
                     g_of = None
+                tasks = [(p.chunk, x[sl], g_of and functools.partial(g_of, sl)) for p, sl in shares]
                 if pool is not None:
-                    jobs = [pool.submit(p.chunk, x[sl], g_of and functools.partial(g_of, sl)) for p, sl in shares]
+                    jobs = [pool.submit(*task) for task in tasks]
                 if config.backward:
                     g_rows.append(g_gen.standard_normal((rows, net.dims[-1])).astype(dtype, copy=False))
                     g_ready.set()
                 if pool is None:
-                    for p, sl in shares:
-                        p.chunk(x[sl], g_of and functools.partial(g_of, sl))
+                    for fn, rows_x, g in tasks:
+                        fn(rows_x, g)
                 nxt = min(chunk, config.batch - start - rows)
                 x_next = draw_input(nxt) if nxt > 0 else None
                 if pool is not None:

@@ -73,20 +73,6 @@ def _level(x: float, e: int) -> int:
     return -1 if k == 0 and x < 0 else k
 
 
-def _finite_part(x: np.ndarray) -> tuple[np.ndarray, int, float, float]:
-    """(finite values, number of non-finite ones, min, max); min/max NaN when nothing is finite."""
-    if x.size == 0:
-        return x, 0, math.nan, math.nan
-    lo, hi = x.min(), x.max()
-    if np.isfinite(lo) and np.isfinite(hi):
-        return x, 0, float(lo), float(hi)
-    keep = np.isfinite(x)
-    finite = x[keep]
-    if finite.size == 0:
-        return finite, x.size, math.nan, math.nan
-    return finite, x.size - finite.size, float(finite.min()), float(finite.max())
-
-
 def _fixed_level(lo: float, hi: float, bins: int):
     """(scale, shift): the fixed grid's bin of x is floor(x * scale) + shift when lo * scale is a whole
     number (tanh's [-1, 1] with an even number of bins, sigmoid's [0, 1]: 0 is an exact edge and tiny
@@ -322,9 +308,10 @@ class TensorStats:
         """Any chunk, non-finite values included (the straightforward passes)."""
         if self.units:
             self._update_units_general(x)
-        finite, _, lo, hi = _finite_part(x)
+        finite = x[np.isfinite(x)]  # x has a non-finite value: its min or max is not finite
         if finite.size == 0:
             return math.nan, math.nan
+        lo, hi = float(finite.min()), float(finite.max())
         n = finite.size
         total = np.sum(finite, dtype=np.float64)
         mean, k, m2 = float(total) / n, 0, math.inf
@@ -370,8 +357,7 @@ class TensorStats:
             unclear = np.flatnonzero(~clear)
             xs = x[unclear]
             spread[unclear] = np.std(xs, axis=1)
-            hi, lo = xs.max(axis=1), xs.min(axis=1)
-            asymmetric -= int(np.count_nonzero(~(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo)))))
+            asymmetric += self._n_asymmetric(xs) - unclear.size
         self.asymmetric += asymmetric
         self.unit_std_sum += float(np.sum(spread))
         self.samples += rows
@@ -390,14 +376,16 @@ class TensorStats:
     def _update_units_general(self, x: np.ndarray):
         with np.errstate(all="ignore"):
             spread = np.std(x, axis=1, dtype=np.float64)
-            hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)
-            # a sample breaks the symmetry when its units differ by more than rounding
-            self.asymmetric += int(np.count_nonzero(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo))))
+            self.asymmetric += self._n_asymmetric(x)
         self.unit_std_sum += float(np.sum(spread[np.isfinite(spread)]))
         self.samples += x.shape[0]
         if x.shape[0]:
-            alive = np.any(x != 0, axis=0)
-            self.alive = alive if self.alive is None else (self.alive | alive)
+            self._update_alive(x)
+
+    def _n_asymmetric(self, x: np.ndarray) -> int:
+        """Samples (rows) whose units differ by more than rounding."""
+        hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)
+        return int(np.count_nonzero(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo))))
 
     def _merge_moments(self, n_b: int, mean_b: float, m2_b: float, k_b: int = 0):
         """Chan et al.'s merge; M2 is kept as ``m2 * 4**m2_exp`` so that it cannot overflow."""
