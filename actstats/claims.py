@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import ConfigError, did_you_mean
@@ -325,13 +325,12 @@ def _number(x, at: str, allow_bool: bool = False):
 
 
 def _where(d, at: str, sweep, allow_name: bool = True) -> dict:
+    from .config import OPTIONS
     from .sweepfile import canonical
-
-    from .config import RunConfig
 
     if not isinstance(d, Mapping):
         raise ConfigError(f"{at}: expected a mapping of run options, got {_type(d)}.")
-    names = [f.name for f in fields(RunConfig)] + (["name"] if allow_name else [])
+    names = [*OPTIONS] + (["name"] if allow_name else [])
     out = {}
     for key, value in d.items():
         if key not in names:
@@ -365,7 +364,9 @@ def matches(run, where: dict) -> bool:
 
 
 def _identity(config) -> str:
-    return json.dumps(config.identity(), sort_keys=True, default=str)
+    from .sweepfile import identity_key
+
+    return identity_key(config)
 
 
 def parse_claims(raw, sweep, file: str) -> list[Claim]:
@@ -395,8 +396,8 @@ def parse_claims(raw, sweep, file: str) -> list[Claim]:
         checks, counterparts = [], {}
         for j, c in enumerate(raw_checks):
             cat = f"{at}.check" + (f"[{j}]" if isinstance(item["check"], list) else "")
-            check = _check(c, cat, backward, sweep, where)
-            _validate(check, cat, selected, sweep, by_identity, counterparts, j)
+            check = _check(c, cat, backward, sweep)
+            _validate(check, cat, selected, by_identity, counterparts, j)
             checks.append(check)
         if not text:
             text = "; ".join(c.describe() for c in checks)
@@ -407,7 +408,7 @@ def parse_claims(raw, sweep, file: str) -> list[Claim]:
     return claims
 
 
-def _check(c, at: str, backward: bool, sweep, where) -> Check:
+def _check(c, at: str, backward: bool, sweep) -> Check:
     if not isinstance(c, Mapping):
         raise ConfigError(f"{at}: expected a mapping (stat: and an operator, or verdict:), got {_type(c)}.")
     _unknown(c, CHECK_KEYS, at)
@@ -474,7 +475,7 @@ def _check(c, at: str, backward: bool, sweep, where) -> Check:
     return Check("stat", q, tuple(ops), over_seeds=over_seeds)
 
 
-def _validate(check: Check, at: str, selected, sweep, by_identity, counterparts, j):
+def _validate(check: Check, at: str, selected, by_identity, counterparts, j):
     """Every layer and counterpart of the check exists in every selected run."""
     if check.kind != "stat":
         return
@@ -490,7 +491,7 @@ def _validate(check: Check, at: str, selected, sweep, by_identity, counterparts,
             if not isinstance(x, Counterpart):
                 continue
             try:
-                other = run.config.replace(**{key: v for key, v in x.where.items()})
+                other = run.config.replace(**x.where)
             except ConfigError as exc:
                 raise ConfigError(f"{at}.{op}.where: {exc}") from None
             match = by_identity.get(_identity(other))

@@ -68,10 +68,9 @@ class RunConfig:
         at = f"{where}: " if where else ""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{at}expected a mapping of run options, got {type(data).__name__}.")
-        names = [f.name for f in fields(cls)]
         for key in data:
-            if key not in names:
-                raise ConfigError(f"{at}unknown key '{show(key)}'{did_you_mean(str(key), names)}")
+            if key not in OPTIONS:
+                raise ConfigError(f"{at}unknown key '{show(key)}'{did_you_mean(str(key), OPTIONS)}")
         d = {k: v for k, v in data.items() if v is not None or k in ("input_dim", "chunk_size")}
         out: dict[str, Any] = {}
         for key in ("layers", "batch", "seed", "bins"):
@@ -125,6 +124,9 @@ class RunConfig:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a mapping of run options at the top level.")
         return cls.from_dict({**data, **(overrides or {})}, where=str(path))
+
+
+OPTIONS = tuple(f.name for f in fields(RunConfig))  # the run options, in field order
 
 
 def _int(value, key: str, at: str, minimum: int, maximum: int | None = None) -> int:

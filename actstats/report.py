@@ -89,7 +89,7 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def where_text(claim, sweep) -> str:
+def where_text(claim) -> str:
     if not claim.where:
         return f"all {len(claim.runs)} runs"
     text = claim.where_text or ", ".join(f"{k}={'|'.join(map(_show, v))}" for k, v in claim.where.items())
@@ -139,7 +139,7 @@ def report_markdown(sweep, state, claims, figures: list[str], check: bool = True
         held = sum(c.passed for c in claims)
         out += [f"## Claims: {held} of {len(claims)} hold", ""]
         out.append(_table(["", "claim", "runs", "observed", "expected"],
-                          [[c.mark, c.claim.text, where_text(c.claim, sweep), c.observed, c.expected]
+                          [[c.mark, c.claim.text, where_text(c.claim), c.observed, c.expected]
                            for c in claims]))
         failing = [c for c in claims if not c.passed]
         if failing:

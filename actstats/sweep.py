@@ -113,16 +113,23 @@ def is_done(path: Path, config) -> bool:
     return stored is not None and stored.identity() == config.identity()
 
 
-def check_replacements(sweep: SweepConfig, folder: Path) -> None:
-    """Refuse to silently replace complete results computed with another config (e.g. a quick
-    ``--set batch=20`` into the folder of a full-size sweep): ``--fresh`` says it is meant."""
+def stored_configs(sweep: SweepConfig, folder: Path) -> dict:
+    """Run name -> the config of its complete result in ``folder`` (None when there is none)."""
     from .results import stored_config
 
+    return {run.name: stored_config(folder / run.name) for run in sweep.runs}
+
+
+def check_replacements(sweep: SweepConfig, folder: Path, stored: dict | None = None) -> None:
+    """Refuse to silently replace complete results computed with another config (e.g. a quick
+    ``--set batch=20`` into the folder of a full-size sweep): ``--fresh`` says it is meant.
+    ``stored``: stored_configs(sweep, folder), when the caller has read them already."""
+    stored = stored if stored is not None else stored_configs(sweep, folder)
     changed = []
     for run in sweep.runs:
-        stored = stored_config(folder / run.name)
-        if stored is not None and stored.identity() != run.config.identity():
-            old, new = stored.identity(), run.config.identity()
+        old = stored[run.name]
+        if old is not None and old.identity() != run.config.identity():
+            old, new = old.identity(), run.config.identity()
             diff = ", ".join(f"{k} {old.get(k)} → {new.get(k)}" for k in new if old.get(k) != new.get(k))
             changed.append((run.name, diff))
     if changed:
@@ -277,8 +284,9 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
 
     t0 = time.perf_counter()
     folder = Path(out) / sweep.name
+    stored = {} if fresh else stored_configs(sweep, folder)  # each stats.json read once here
     if not fresh:
-        check_replacements(sweep, folder)
+        check_replacements(sweep, folder, stored)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         clean_stale(folder)
@@ -292,7 +300,8 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
     todo = []
     for run in sweep.runs:
         path = folder / run.name
-        if not fresh and is_done(path, run.config):
+        old = stored.get(run.name)
+        if old is not None and old.identity() == run.config.identity():
             try:
                 state.results[run.name] = load_results(path)
                 state.status[run.name] = "skipped"
@@ -322,25 +331,27 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
         executor = LocalExecutor(min(jobs or available_cores(), len(todo)))
     pending, isolated, inflight, attempts = deque(todo), deque(), {}, {}
     local = isinstance(executor, (LocalExecutor, SerialExecutor))  # its memory is this machine's
+
+    def start(run):
+        inflight[executor.submit(task, run.config, plots)] = run
+        progress.running += 1
+        emit("start", run, progress)
+
     try:
         while pending or isolated or inflight:
             # a run whose worker died is retried alone, so that it cannot take others down with it
             if isolated:
                 if not inflight:
-                    run = isolated.popleft()
-                    inflight[executor.submit(task, run.config, plots)] = run
-                    progress.running += 1
-                    emit("start", run, progress)
+                    start(isolated.popleft())
             else:
-                while pending and len(inflight) < executor.slots:
+                slots = executor.slots  # once per fill: a cluster's asks its scheduler
+                while pending and len(inflight) < slots:
                     run = pending.popleft()
                     refusal = memory_refusal(run) if local else None
                     if refusal:  # refused before it starts, with the estimate
                         record_failure(run, failure_record(run, None, refusal) | {"error": "ConfigError"})
                         continue
-                    inflight[executor.submit(task, run.config, plots)] = run
-                    progress.running += 1
-                    emit("start", run, progress)
+                    start(run)
             if not inflight:
                 continue
             future = next(iter(executor.as_completed(list(inflight))))

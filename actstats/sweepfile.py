@@ -32,6 +32,11 @@ MAX_RUNS = 100_000  # runs in one sweep: more is a typo (seeds: 1e9), not a plan
 SWEEP_KEYS = ("name", "description", "base", "grid", "runs", "seeds", "expect")
 
 
+def identity_key(config) -> str:
+    """A hashable key of the fields that decide a run's numbers: equal keys, the same run."""
+    return json.dumps(config.identity(), sort_keys=True, default=str)
+
+
 def _type(value) -> str:
     return {dict: "mapping", list: "list", str: "string", bool: "bool", int: "int", float: "float",
             type(None): "nothing"}.get(type(value), type(value).__name__)
@@ -130,11 +135,8 @@ def _mapping(value, at: str, what: str = "a mapping") -> dict:
 
 def _run_options(d: Mapping, at: str, extra: tuple = ()) -> None:
     """Unknown keys of a mapping of run options, with did-you-mean."""
-    from dataclasses import fields
+    from .config import OPTIONS as names
 
-    from .config import RunConfig
-
-    names = [f.name for f in fields(RunConfig)]
     for key in d:
         if key not in names and key not in extra:
             hint = did_you_mean(str(key), [*names, *extra])
@@ -176,10 +178,9 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
 
     if not isinstance(data, Mapping):
         raise ConfigError(f"{file}: expected a mapping with grid: or runs:, got {_type(data)}.")
-    from dataclasses import fields
+    from .config import OPTIONS
 
-    options = [f.name for f in fields(RunConfig)]
-    run_keys = [k for k in data if k in options]
+    run_keys = [k for k in data if k in OPTIONS]
     if run_keys and not any(k in data for k in SWEEP_KEYS) and len(run_keys) == len(data):
         raise ConfigError(f"{file}: this is a run config, not a sweep (no grid: or runs:); run it "
                           f"with 'actstats run --config {file}', or put its options under base: "
@@ -327,7 +328,7 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
             from .experiment import config_hash
 
             run_name = f"{run_name[:140]}-{config_hash(config)}"
-        key = json.dumps(config.identity(), sort_keys=True, default=str)
+        key = identity_key(config)
         if key in seen:
             e0, p0 = combos[seen[key]][:2]
             what = ", ".join(f"{k}={show(v)}" for k, v in {**e0, **p0}.items()) or "base"
