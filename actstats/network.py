@@ -216,14 +216,14 @@ class _Part:
         net, work, config = self.net, self.work, self.config
         act, dtype, rows = net.act, np.dtype(config.dtype), a.shape[0]
         in_place = act.kind in activations.IN_PLACE
+        saturation = (act.sat_low, act.sat_high) if act.saturates else None
         posts, slopes = [a], []
         for l, W in enumerate(net.weights):
             st = self.layers[l]
             z = np.matmul(a, W, out=work.get("pre", (rows, W.shape[1]), dtype))  # (rows, fan_out)
             if self.bias[l]:
                 z += net.biases[l]
-            lo, hi = st.pre.update(z, work=work)
-            sat = _n_saturated(act, z, lo, hi, work) if act.saturates else 0
+            _, _, sat = st.pre.update(z, work=work, saturation=saturation)
             name = f"post{l}" if config.backward else f"post{l % 2}"
             if in_place:
                 a = act.phi(z, out=work.get(name, z.shape, dtype),
@@ -253,19 +253,6 @@ class _Part:
             if l:
                 d = np.matmul(gp, W.T, out=work.get(f"d{l % 2}", (rows, W.shape[0]), dtype))
         self.t_bwd += time.perf_counter() - t1
-
-
-def _n_saturated(act: activations.Activation, z: np.ndarray, lo: float, hi: float, work: Scratch) -> int:
-    """Saturated units of a chunk of pre-activations; the chunk's extremes rule out most passes."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return int(np.count_nonzero(act.saturated(z)))
-    n = 0
-    mask = work.get("saturated", z.shape, np.bool_)
-    if hi > act.sat_high:
-        n += int(np.count_nonzero(np.greater(z, act.sat_high, out=mask)))
-    if lo < act.sat_low:
-        n += int(np.count_nonzero(np.less(z, act.sat_low, out=mask)))
-    return n
 
 
 def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:

@@ -14,10 +14,12 @@ A tensor arrives in chunks (rows of the batch); ``TensorStats.update`` folds eac
 
 Non-finite values (inf, NaN) are counted in ``frac_nonfinite`` and left out of everything else.
 
-Speed: a chunk of finite values is read a handful of times, into reusable buffers (``Scratch``):
-min and max; sum and sum of squares (per row when units are tracked), falling back to the centred
-two-pass formula only when mean^2 / var is large enough to cost precision; the zero count only when
-min <= 0 <= max; and the histogram as ``floor(x * 2**-e) - start`` (exact) and one ``bincount``.
+Speed: with the compiled kernels (kernels.py) a chunk is read twice: one pass gives the extremes,
+per-row sums and sums of squares, and the zero, non-finite and saturated counts; a second the
+histogram. Without them (or for a chunk with a non-finite value) NumPy does the same a handful of
+passes at a time, into reusable buffers (``Scratch``). Either way the moments come from sums and
+sums of squares, falling back to the centred two-pass formula only when mean^2 / var is large enough
+to cost precision, and the histogram bin of x is ``floor(x * 2**-e) - start`` (exact).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import functools
 import math
 
 import numpy as np
+
+from . import kernels
 
 E_FLOOR = {np.dtype(np.float64): -1000, np.dtype(np.float32): -100}  # 2**-e stays representable
 INDEX_BITS = 50  # bin indices stay below 2**50: exact in float64 and in int64
@@ -162,8 +166,11 @@ class Histogram:
         ``x`` is float64 or float32 (binned through float64, where every step below is exact)."""
         if x.size == 0:
             return
-        work = work or Scratch()
         x = x.reshape(-1)
+        if kernels.usable(x):
+            self._update_kernel(x, data_lo, data_hi)
+            return
+        work = work or Scratch()
         f = work.get("hist_f", x.shape, np.float64)
         idx = work.get("hist_i", x.shape, np.int64)
         if self.fixed is not None:
@@ -205,6 +212,21 @@ class Histogram:
         np.copyto(idx, f, casting="unsafe")
         self.counts += np.bincount(idx, minlength=self.bins)[: self.bins]
 
+    def _update_kernel(self, x: np.ndarray, data_lo: float, data_hi: float):
+        """update's binning (the same bins), in one compiled pass."""
+        if self.fixed is not None:
+            counts, under, over = kernels.hist_fixed(x, float(self.fixed[0]), float(self.fixed[1]),
+                                                     self._scale, self._shift, self.bins)
+            self.counts += counts
+            self.underflow += under
+            self.overflow += over
+            return
+        e = self._exponent(data_lo, data_hi)
+        start = _level(data_lo, e)
+        if self.e != e or self.start != start:
+            self._regrid(e, start)
+        self.counts += kernels.hist_adaptive(x, math.ldexp(1.0, -e), start, self.bins)
+
     def merge(self, other: "Histogram", data_lo: float, data_hi: float):
         if self.fixed is not None:
             self.counts += other.counts
@@ -232,6 +254,18 @@ class Histogram:
         return np.clip(edges, -big, big)
 
 
+def _n_outside(x: np.ndarray, lo: float, hi: float, saturation) -> int:
+    """Values of x below saturation[0] or above saturation[1] (0 without ``saturation``); (lo, hi)
+    bound x's finite values, which rules out most passes."""
+    if saturation is None:
+        return 0
+    low, high = saturation
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return int(np.count_nonzero((x < low) | (x > high)))
+    return ((int(np.count_nonzero(x > high)) if hi > high else 0)
+            + (int(np.count_nonzero(x < low)) if lo < low else 0))
+
+
 class TensorStats:
     """Statistics of one tensor (``pre``, ``post``, ``grad_pre`` or ``grad_weight``) of one layer.
 
@@ -257,48 +291,68 @@ class TensorStats:
         self.hist = Histogram(bins, fixed_range, dtype)
         self.sym_tol = SYMMETRY_TOL.get(np.dtype(dtype), 1e-6)
 
-    def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None):
+    def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None,
+               saturation: tuple[float, float] | None = None):
         """Fold in a chunk (float64 or float32; 2-D (samples, units) when units are tracked).
-        Returns the chunk's (min, max) over finite values, NaN when there is none.
+        Returns the chunk's (min, max) over finite values (NaN when there is none) and, when
+        ``saturation=(low, high)`` is given, the number of its values below low or above high (else 0).
         Finite values beyond ~1e154 overflow the sum of squares: their moments are then computed and kept
         scaled by a power of two, so the std stays finite up to the float limit."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._update(x, n_saturated, work)
+            return self._update(x, n_saturated, work, saturation)
 
-    def _update(self, x: np.ndarray, n_saturated: int, work: Scratch | None):
+    def _update(self, x: np.ndarray, n_saturated: int, work: Scratch | None, saturation):
         self.count += x.size
         self.n_saturated += n_saturated
         if x.size == 0:
             if self.units:
                 self._update_units_general(x)
-            return math.nan, math.nan
-        lo, hi = float(x.min()), float(x.max())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            return self._update_general(x)
-        work = work or Scratch()
+            return math.nan, math.nan, 0
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
+        if kernels.usable(x):
+            low, high = saturation or (-math.inf, math.inf)
+            lo, hi, row_s, row_q, n_bad, n_zero, above, below = kernels.scan(x, low, high)
+            if not n_bad:
+                return (*self._update_finite(x, lo, hi, work, n_zero, row_s, row_q), above + below)
+        else:
+            lo, hi = float(x.min()), float(x.max())
+            if math.isfinite(lo) and math.isfinite(hi):
+                return (*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation))
+        return (*self._update_general(x), _n_outside(x, -math.inf, math.inf, saturation))
+
+    def _update_finite(self, x: np.ndarray, lo: float, hi: float, work: Scratch | None,
+                       n_zero: int | None = None, row_s=None, row_q=None) -> tuple[float, float]:
+        """A chunk of finite values, contiguous; the kernels' scan when given (``n_zero`` and the
+        per-row sums), else NumPy's passes."""
+        work = work or Scratch()
         x64 = x
-        if x.dtype != np.float64:  # float32: sums, squares and bins in float64 (all exact but the sums)
+        if x.dtype != np.float64 and row_s is None:  # float32: sums, squares, bins in float64
             x64 = work.get("x64", x.shape, np.float64)
             np.copyto(x64, x)
         n = x.size
         if self.units:
-            total, m2 = self._update_units(x64, work)
+            total, m2 = self._update_units(x64, work, row_s, row_q)
         else:
             flat = x64.reshape(-1)
-            total = float(np.sum(flat))
-            m2 = float(np.einsum("i,i->", flat, flat)) - total * (total / n)
+            if row_s is None:
+                total = float(np.sum(flat))
+                m2 = float(np.einsum("i,i->", flat, flat)) - total * (total / n)
+            else:
+                total = float(np.sum(row_s))
+                m2 = float(np.sum(row_q)) - total * (total / n)
             if not m2 * CANCEL_RATIO > total * (total / n):  # mean^2/var large (or var 0): centre
                 d = work.get("centred", flat.shape, np.float64)
-                np.subtract(flat, total / n, out=d)
+                np.subtract(flat, total / n, out=d, dtype=np.float64)  # flat may be float32
                 m2 = float(np.einsum("i,i->", d, d))
         mean, k = total / n, 0
         if not (math.isfinite(mean) and math.isfinite(m2)):  # sums overflowed: values beyond ~1e154
             mean, m2, k = _huge_moments(x64)
         self._merge_moments(n, mean, m2, k)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        if lo <= 0.0 <= hi:
+        if n_zero is not None:
+            self.n_zero += n_zero
+        elif lo <= 0.0 <= hi:
             zero = work.get("zero", x.shape, np.bool_)
             self.n_zero += int(np.count_nonzero(np.equal(x, 0, out=zero)))
         self.hist.update(x64, lo, hi, self.min, self.max, work)
@@ -326,12 +380,14 @@ class TensorStats:
         self.hist.update(finite, lo, hi, self.min, self.max)
         return lo, hi
 
-    def _update_units(self, x: np.ndarray, work: Scratch) -> tuple[float, float]:
-        """Units statistics of a finite float64 chunk (samples, units), from per-sample sums and sums
-        of squares; returns the chunk's (sum, M2), which those give too."""
+    def _update_units(self, x: np.ndarray, work: Scratch, s=None, q=None) -> tuple[float, float]:
+        """Units statistics of a finite chunk (samples, units), from per-sample sums and sums of
+        squares (``s``, ``q`` when the kernels' scan gave them; else x is float64 and they are
+        computed here); returns the chunk's (sum, M2), which those give too."""
         rows, units = x.shape
-        s = np.add.reduce(x, axis=1)                         # (rows,)
-        q = np.einsum("ij,ij->i", x, x)                      # (rows,)
+        if s is None:
+            s = np.add.reduce(x, axis=1)                     # (rows,)
+            q = np.einsum("ij,ij->i", x, x)                  # (rows,)
         total = float(np.sum(s))
         n = x.size
         m2 = float(np.sum(q)) - total * (total / n)
@@ -339,7 +395,7 @@ class TensorStats:
         if not m2 * CANCEL_RATIO > total * (total / n):      # centre on the chunk mean first
             shift = total / n
             d = work.get("centred", x.shape, np.float64)
-            np.subtract(x, shift, out=d)
+            np.subtract(x, shift, out=d, dtype=np.float64)
             s = np.add.reduce(d, axis=1)
             q = np.einsum("ij,ij->i", d, d)
             m2 = float(np.sum(q))
@@ -356,7 +412,7 @@ class TensorStats:
         if not clear.all():
             unclear = np.flatnonzero(~clear)
             xs = x[unclear]
-            spread[unclear] = np.std(xs, axis=1)
+            spread[unclear] = np.std(xs, axis=1, dtype=np.float64)
             asymmetric += self._n_asymmetric(xs) - unclear.size
         self.asymmetric += asymmetric
         self.unit_std_sum += float(np.sum(spread))

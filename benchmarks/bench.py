@@ -42,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from actstats import RunConfig, activations, network  # noqa: E402
+from actstats import RunConfig, activations, kernels, network  # noqa: E402
 from actstats.stats import Scratch, TensorStats  # noqa: E402
 
 SIZES = {"default": dict(layers=10, width=500, batch=1000), "large": dict(layers=20, width=2048, batch=4096)}
@@ -281,11 +281,10 @@ def profile(repeat: int):
             pre_st = TensorStats(50, None, dtype)
             post_st = TensorStats(50, act.post_range, dtype, units=True)
             grad_st = TensorStats(50, None, dtype, units=True)
-            lo, hi = float(z.min()), float(z.max())
+            sat = (act.sat_low, act.sat_high) if act.saturates else None
             steps = {
                 "matmul a@W": lambda: np.matmul(a, W, out=buf),
-                "pre stats": lambda: pre_st.update(z, work=work),
-                "saturated": (lambda: network._n_saturated(act, z, lo, hi, work)) if act.saturates else (lambda: 0),
+                "pre stats": lambda: pre_st.update(z, work=work, saturation=sat),
                 "phi": lambda: act.phi(z, out=buf, work=bufs),
                 "(numpy's phi)": lambda: PLAIN[act_name](z),  # for comparison, not in the totals
                 "post stats": lambda: post_st.update(post, work=work),
@@ -299,18 +298,20 @@ def profile(repeat: int):
             mm = t["matmul a@W"]
             mm3 = mm + t["matmul a.T@gp"] + t["matmul gp@W.T"]
             plain_phi = t.pop("(numpy's phi)")
-            fwd = sum(t[k] for k in ("matmul a@W", "pre stats", "saturated", "phi", "post stats"))
+            fwd = sum(t[k] for k in ("matmul a@W", "pre stats", "phi", "post stats"))
             print(f"{act_name:>7} {dtype}: " + "  ".join(f"{k} {v:.2f}" for k, v in t.items())
                   + f"  | numpy's phi {plain_phi:.2f} | forward {fwd:.2f} = {fwd / mm:.2f} x its matmul;"
                   f" f+b {sum(t.values()):.2f} = {sum(t.values()) / mm3:.2f} x its 3 matmuls")
-    # the statistics of one pre-activation tensor, pass by pass
+    # the statistics of one pre-activation tensor, pass by pass: the kernels' two, NumPy's several
     z = np.random.default_rng(0).standard_normal((1000, 500))
     flat = z.reshape(-1)
-    st = TensorStats(50, None, np.float64)
-    st.update(z, work=work)
     f, idx = np.empty_like(flat), np.empty(flat.shape, np.int64)
     mask = np.empty(flat.shape, np.bool_)
-    parts = {"min+max": lambda: (flat.min(), flat.max()),
+    parts = {}
+    if kernels.LIB is not None:
+        parts = {"kernel scan": lambda: kernels.scan(z, -2.6, 2.6),
+                 "kernel hist": lambda: kernels.hist_adaptive(flat, 8.0, -40, 80)}
+    parts |= {"min+max": lambda: (flat.min(), flat.max()),
              "sum+sumsq": lambda: (np.sum(flat), np.einsum("i,i->", flat, flat)),
              "row sums+sumsq": lambda: (np.add.reduce(z, axis=1), np.einsum("ij,ij->i", z, z)),
              "zeros": lambda: np.count_nonzero(np.equal(flat, 0, out=mask)),

@@ -1,0 +1,279 @@
+/* Fused per-element passes of the engine's hot path (see kernels.py, which loads this with ctypes).
+
+Each function reads a float64 or float32 array once and does what took NumPy several passes and
+temporary arrays: extremes, per-row sums and sums of squares, zero / non-finite / saturated counts
+(scan); histogram counts on the adaptive 2**e grid or on fixed edges (hist_*); tanh and sigmoid.
+Arithmetic is in double whatever the input; the rules are exactly those of stats.py's NumPy code
+(the tests compare the two), so these are a faster road to the same numbers.
+
+No Python API is used: the functions only need C arrays, and ctypes releases the GIL while they run,
+so the engine's two threads run them in parallel. Hot loops get an AVX2 + FMA clone on x86-64 chosen
+at load time (the same clone every time on a given machine, so results are repeatable).
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+#define SUB 4 /* interleaved copies of the histogram counts */
+
+/* ---- scan: extremes, row sums, counts ------------------------------------------------------- */
+/* ext[0], ext[1] = min, max (over all values: inf when there is one, NaN ignored); counts =
+   non-finite, zero, above sat_high, below sat_low. row_s, row_q: per row, the sum and sum of
+   squares. With a non-finite value the sums are meaningless and the caller takes its general path. */
+#define SCAN(T)                                                                                  \
+    HOT static void scan_##T(const T *x, int64_t rows, int64_t cols, double sat_low,             \
+                             double sat_high, double *row_s, double *row_q, double *ext,         \
+                             int64_t *counts) {                                                   \
+        double lo = INFINITY, hi = -INFINITY;                                                     \
+        int64_t n_bad = 0, n_zero = 0, n_above = 0, n_below = 0;                                  \
+        for (int64_t i = 0; i < rows; i++) {                                                      \
+            const T *r = x + i * cols;                                                            \
+            double s = 0.0, q = 0.0, rlo = INFINITY, rhi = -INFINITY;                             \
+            int64_t bad = 0, zero = 0, above = 0, below = 0;                                      \
+            _Pragma("omp simd reduction(+:s,q,bad,zero,above,below) reduction(min:rlo) reduction(max:rhi)") \
+            for (int64_t j = 0; j < cols; j++) {                                                  \
+                double v = (double)r[j];                                                          \
+                s += v;                                                                           \
+                q += v * v;                                                                       \
+                rlo = v < rlo ? v : rlo;                                                          \
+                rhi = v > rhi ? v : rhi;                                                          \
+                bad += !(fabs(v) <= DBL_MAX); /* inf and NaN */                                   \
+                zero += v == 0.0;                                                                 \
+                above += v > sat_high;                                                            \
+                below += v < sat_low;                                                             \
+            }                                                                                     \
+            row_s[i] = s;                                                                         \
+            row_q[i] = q;                                                                         \
+            lo = rlo < lo ? rlo : lo;                                                             \
+            hi = rhi > hi ? rhi : hi;                                                             \
+            n_bad += bad;                                                                         \
+            n_zero += zero;                                                                       \
+            n_above += above;                                                                     \
+            n_below += below;                                                                     \
+        }                                                                                         \
+        ext[0] = lo;                                                                              \
+        ext[1] = hi;                                                                              \
+        counts[0] = n_bad;                                                                        \
+        counts[1] = n_zero;                                                                       \
+        counts[2] = n_above;                                                                      \
+        counts[3] = n_below;                                                                      \
+    }
+
+/* ---- histograms ----------------------------------------------------------------------------- */
+/* Bins are computed a block at a time (a vector loop), then counted into SUB interleaved copies
+   (a run of equal bins, as in a saturated layer, does not wait on one counter). */
+#define BLOCK 512
+
+static void count_block(const int32_t *idx, int64_t m, int64_t width, int64_t *sub) {
+    int64_t i = 0;
+    for (; i + SUB <= m; i += SUB)
+        for (int k = 0; k < SUB; k++) sub[k * width + idx[i + k]]++;
+    for (; i < m; i++) sub[idx[i]]++;
+}
+
+static int fold_counts(int64_t *sub, int64_t width, int64_t *counts) {
+    for (int64_t b = 0; b < width; b++)
+        for (int k = 0; k < SUB; k++) counts[b] += sub[k * width + b];
+    free(sub);
+    return 0;
+}
+
+/* Adaptive grid: bin floor(x * scale) - start, scale = 2**-e (exact). A negative x whose product
+   underflowed to -0.0 belongs in bin floor = -1. Finite x only, all inside the grid: a value that
+   is not (a caller's bug) is counted in the return value, never written out of bounds. */
+#define HIST_ADAPTIVE(T)                                                                         \
+    HOT static int64_t hist_adaptive_##T(const T *x, int64_t n, double scale, double start,     \
+                                         int64_t bins, int64_t *counts) {                         \
+        int64_t width = bins + 1, outside = 0; /* slot bins: outside the grid */                  \
+        int64_t *sub = calloc((size_t)(SUB * width), sizeof(int64_t));                            \
+        int32_t idx[BLOCK];                                                                       \
+        if (!sub) return -1;                                                                      \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
+            int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
+            const T *xb = x + b0;                                                                 \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t i = 0; i < m; i++) {                                                     \
+                double v = (double)xb[i];                                                         \
+                double f = floor(v * scale);                                                      \
+                f = (f == 0.0 && v < 0.0) ? -1.0 : f;                                             \
+                f -= start;                                                                       \
+                idx[i] = (f >= 0.0 && f < (double)bins) ? (int32_t)f : (int32_t)bins;            \
+            }                                                                                     \
+            count_block(idx, m, width, sub);                                                      \
+        }                                                                                         \
+        for (int k = 0; k < SUB; k++) outside += sub[k * width + bins];                           \
+        fold_counts(sub, width, counts);                                                          \
+        return outside;                                                                           \
+    }
+
+/* Fixed edges on [lo, hi]: bin floor(x * scale) + shift when shift is a whole number (has_shift),
+   else floor((x - lo) * scale); x == hi (or rounding onto it) goes in the last bin; values below lo
+   and above hi are counted in counts[bins] and counts[bins + 1]. Finite x only. */
+#define HIST_FIXED(T)                                                                            \
+    HOT static int64_t hist_fixed_##T(const T *x, int64_t n, double lo, double hi, double scale, \
+                                      double shift, int has_shift, int64_t bins,                  \
+                                      int64_t *counts) {                                          \
+        int64_t width = bins + 2;                                                                 \
+        int64_t *sub = calloc((size_t)(SUB * width), sizeof(int64_t));                            \
+        int32_t idx[BLOCK];                                                                       \
+        if (!sub) return -1;                                                                      \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
+            int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
+            const T *xb = x + b0;                                                                 \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t i = 0; i < m; i++) {                                                     \
+                double v = (double)xb[i];                                                         \
+                double f = has_shift ? floor(v * scale) + shift : floor((v - lo) * scale);        \
+                f = f < (double)(bins - 1) ? f : (double)(bins - 1);                              \
+                f = v < lo ? (double)bins : (v > hi ? (double)(bins + 1) : f);                    \
+                idx[i] = (int32_t)f;                                                              \
+            }                                                                                     \
+            count_block(idx, m, width, sub);                                                      \
+        }                                                                                         \
+        return fold_counts(sub, width, counts);                                                   \
+    }
+
+/* ---- activations ---------------------------------------------------------------------------- */
+/* expm1(r) for |r| <= ln2/2 (Taylor to r^13, truncation below 2e-17 relative) and 2**k as bits. */
+static inline double expm1_small(double r) {
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    return p * r;
+}
+
+static inline double from_bits(uint64_t b) {
+    double d;
+    memcpy(&d, &b, sizeof d);
+    return d;
+}
+
+static inline uint64_t to_bits(double d) {
+    uint64_t b;
+    memcpy(&b, &d, sizeof b);
+    return b;
+}
+
+#define SHIFTER 6755399441055744.0 /* 1.5 * 2**52: y + SHIFTER rounds y to an integer held in the low bits */
+#define LN2_HI 6.93147180369123816490e-01 /* ln 2 = LN2_HI + LN2_LO; k * LN2_HI is exact */
+#define LN2_LO 1.90821492927058770002e-10
+#define INV_LN2 1.44269504088896338700e+00
+
+/* exp(y) = 2**k (expm1(r) + 1), y = k ln2 + r, for -1075 <= y / ln2 <= 1023; 2**k in two factors
+   (each a normal float) so that a subnormal result is rounded once. */
+static inline double exp_reduced(double y, double *em1, double *p2a, double *p2b) {
+    double t = y * INV_LN2 + SHIFTER;
+    double kf = t - SHIFTER;
+    int64_t k = (int64_t)(to_bits(t) & 0xfffffffffffff) - ((int64_t)1 << 51); /* round(y / ln2) */
+    int64_t k1 = k >> 1;
+    *em1 = expm1_small((y - kf * LN2_HI) - kf * LN2_LO);
+    *p2a = from_bits((uint64_t)(k1 + 1023) << 52);
+    *p2b = from_bits((uint64_t)(k - k1 + 1023) << 52);
+    return kf;
+}
+
+/* tanh(x) = E / (E + 2), E = expm1(2|x|) = 2**k (expm1(r) + 1) - 1, with the sign of x: no
+   cancellation for small |x| (E ~ 2x), and |x| >= 20 (inf too) gives exactly +-1. */
+#define TANH(T)                                                                                  \
+    HOT static void tanh_##T(const T *z, T *out, int64_t n) {                                   \
+        _Pragma("omp simd")                                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                         \
+            double x = (double)z[i];                                                              \
+            double ax = fabs(x);                                                                  \
+            double em1, p2a, p2b;                                                                 \
+            exp_reduced(2.0 * (ax < 20.0 ? ax : 20.0), &em1, &p2a, &p2b);                         \
+            double p2 = p2a * p2b;                                                                \
+            double e = p2 * em1 + (p2 - 1.0);                                                     \
+            out[i] = (T)(x == x ? copysign(e / (e + 2.0), x) : x); /* NaN stays NaN */                                               \
+        }                                                                                         \
+    }
+
+/* sigmoid from e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below; e is right (subnormal,
+   then 0) down to x = -745; sigmoid(-inf) = 0, sigmoid(inf) = 1. */
+#define SIGMOID(T)                                                                               \
+    HOT static void sigmoid_##T(const T *z, T *out, int64_t n) {                                \
+        _Pragma("omp simd")                                                                      \
+        for (int64_t i = 0; i < n; i++) {                                                         \
+            double x = (double)z[i];                                                              \
+            double ax = fabs(x);                                                                  \
+            double em1, p2a, p2b;                                                                 \
+            exp_reduced(-(ax < 746.0 ? ax : 746.0), &em1, &p2a, &p2b);                            \
+            double e = (em1 + 1.0) * p2a * p2b;                                                   \
+            double s = 1.0 / (1.0 + e);                                                           \
+            out[i] = (T)(x == x ? (x >= 0.0 ? s : e * s) : x);                                                   \
+        }                                                                                         \
+    }
+
+SCAN(double)
+SCAN(float)
+HIST_ADAPTIVE(double)
+HIST_ADAPTIVE(float)
+HIST_FIXED(double)
+HIST_FIXED(float)
+TANH(double)
+TANH(float)
+SIGMOID(double)
+SIGMOID(float)
+
+/* ---- entry points: one per function, dtype chosen by a flag (0 float64, 1 float32) ----------- */
+#define EXPORT __attribute__((visibility("default")))
+
+EXPORT void actstats_scan(int f32, const void *x, int64_t rows, int64_t cols, double sat_low,
+                          double sat_high, double *row_s, double *row_q, double *ext, int64_t *counts) {
+    if (f32)
+        scan_float(x, rows, cols, sat_low, sat_high, row_s, row_q, ext, counts);
+    else
+        scan_double(x, rows, cols, sat_low, sat_high, row_s, row_q, ext, counts);
+}
+
+EXPORT int64_t actstats_hist_adaptive(int f32, const void *x, int64_t n, double scale, double start,
+                                      int64_t bins, int64_t *counts) {
+    return f32 ? hist_adaptive_float(x, n, scale, start, bins, counts)
+               : hist_adaptive_double(x, n, scale, start, bins, counts);
+}
+
+EXPORT int64_t actstats_hist_fixed(int f32, const void *x, int64_t n, double lo, double hi, double scale,
+                                   double shift, int has_shift, int64_t bins, int64_t *counts) {
+    return f32 ? hist_fixed_float(x, n, lo, hi, scale, shift, has_shift, bins, counts)
+               : hist_fixed_double(x, n, lo, hi, scale, shift, has_shift, bins, counts);
+}
+
+EXPORT void actstats_tanh(int f32, const void *z, void *out, int64_t n) {
+    if (f32)
+        tanh_float(z, out, n);
+    else
+        tanh_double(z, out, n);
+}
+
+EXPORT void actstats_sigmoid(int f32, const void *z, void *out, int64_t n) {
+    if (f32)
+        sigmoid_float(z, out, n);
+    else
+        sigmoid_double(z, out, n);
+}
+
+/* An importable (empty) module, so that setuptools builds it as an extension and kernels.py finds
+   its file through the import system. */
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", NULL, -1, NULL, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

@@ -1,0 +1,118 @@
+"""The compiled kernels (actstats/_kernels.c) against the NumPy code they replace.
+
+Every statistic is computed twice, once with the kernels and once with ``kernels.LIB = None`` (the
+NumPy passes of stats.py and activations.py), and must agree: counts, extremes and histogram bins
+exactly, moments to rounding (the sums are added in another order)."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actstats import kernels, network
+from actstats.config import RunConfig
+from actstats.stats import TensorStats
+
+
+def test_kernels_are_built_and_loaded():
+    # the README's install builds them (setup.py); without a C compiler actstats falls back to NumPy,
+    # but on CI's machine a missing build must fail here rather than pass slower
+    assert kernels.LIB is not None, "actstats/_kernels.c was not built: pip install -e . with a C compiler"
+
+
+def both(fn):
+    """fn() with the kernels, then with the NumPy code."""
+    fast = fn()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(kernels, "LIB", None)
+        slow = fn()
+    return fast, slow
+
+
+def stats_of(x, chunk, **kw):
+    s = TensorStats(kw.pop("bins", 50), dtype=x.dtype, **kw)
+    sat = 0
+    for i in range(0, x.shape[0], chunk):
+        sat += s.update(x[i:i + chunk], saturation=(-1.5, 2.0))[2]
+    return s, sat
+
+
+def same(fast, slow):
+    (a, sat_a), (b, sat_b) = fast, slow
+    assert sat_a == sat_b
+    for key in ("count", "n", "min", "max", "n_zero", "m2_exp", "asymmetric", "samples"):
+        assert getattr(a, key) == getattr(b, key), key
+    assert np.array_equal(a.hist.counts, b.hist.counts)
+    assert (a.hist.e, a.hist.start, a.hist.underflow, a.hist.overflow) == \
+        (b.hist.e, b.hist.start, b.hist.underflow, b.hist.overflow)
+    assert a.mean == pytest.approx(b.mean, rel=1e-12, abs=1e-300)
+    assert a.m2 == pytest.approx(b.m2, rel=1e-10, abs=1e-300)
+    assert a.unit_std_sum == pytest.approx(b.unit_std_sum, rel=1e-9, abs=1e-300)
+    assert (a.alive is None) == (b.alive is None)
+    if a.alive is not None:
+        assert np.array_equal(a.alive, b.alive)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 40), cols=st.integers(1, 30), chunk=st.integers(1, 45),
+       dtype=st.sampled_from([np.float64, np.float32]), scale=st.sampled_from([1e-30, 1e-3, 1, 7, 1e20]),
+       mean=st.sampled_from([0.0, 3.0, -1e3]), zeros=st.floats(0, 1), fixed=st.booleans(),
+       units=st.booleans(), special=st.sampled_from([None, np.inf, -np.inf, np.nan]),
+       seed=st.integers(0, 2**32 - 1))
+def test_kernels_give_the_numpy_statistics(rows, cols, chunk, dtype, scale, mean, zeros,
+                                           fixed, units, special, seed):
+    gen = np.random.default_rng(seed)
+    x = ((gen.standard_normal((rows, cols)) + mean) * scale).astype(dtype)
+    x[gen.random(x.shape) < zeros] = 0.0
+    x[gen.random(rows) < 0.2] = x[0, 0]  # some constant (symmetric) rows
+    if special is not None:
+        x.flat[gen.integers(x.size)] = special
+    kw = {"fixed_range": (-1.0, 1.0) if fixed else None, "units": units}
+    same(*both(lambda: stats_of(x, chunk, **kw)))
+
+
+def test_kernel_histograms_keep_the_edge_rules():
+    # a tiny negative value whose product with 2**-e underflows to -0.0 belongs in bin -1; values
+    # exactly on the fixed range's ends, and outside it, as numpy.histogram counts them
+    tiny = np.array([[-1e-300, 0.0, 1e-300, 3e4, -5e3]])
+    edges = np.array([[-1.0, -0.5, 0.0, 0.98, 1.0, 1.0 + 2**-52, -1.0 - 2**-52, 0.5]])
+    for x, fixed in ((tiny, None), (edges, (-1.0, 1.0))):
+        same(*both(lambda: stats_of(x, 1, fixed_range=fixed)))
+    s, _ = stats_of(edges, 1, fixed_range=(-1.0, 1.0), bins=4)
+    inside = edges[(edges >= -1) & (edges <= 1)]
+    assert s.hist.counts.tolist() == np.histogram(inside, bins=4, range=(-1, 1))[0].tolist()
+    assert (s.hist.underflow, s.hist.overflow) == (1, 1)
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_run_with_kernels_equals_the_numpy_run(act, dtype):
+    config = RunConfig(act=act, init="xavier_normal", layers=4, width=64, batch=300, chunk_size=128,
+                       dtype=dtype, backward=True)
+    fast, slow = both(lambda: network.run(config))
+    for a, b in zip(fast.layers, slow.layers):
+        for name in ("pre", "post", "grad_pre", "grad_weight"):
+            sa, sb = getattr(a, name).summary(saturation=True), getattr(b, name).summary(saturation=True)
+            assert sa.keys() == sb.keys()
+            for key in sa:
+                # the activations differ by an ulp or so (kernels' tanh and sigmoid vs NumPy's), and so
+                # everything computed from them, by about as much
+                assert sa[key] == pytest.approx(sb[key], rel=1e-5 if dtype == "float32" else 1e-9), (name, key)
+            if act == "relu":  # phi is the same function on both roads: the bins are equal
+                assert np.array_equal(getattr(a, name).hist.counts, getattr(b, name).hist.counts)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kernel_activations_match_long_double_references(dtype):
+    gen = np.random.default_rng(7)
+    z = np.concatenate([gen.standard_normal(30000) * s for s in (1e-300, 1e-6, 0.1, 1, 5, 30, 400)]).astype(dtype)
+    ref_t = np.tanh(z.astype(np.longdouble))
+    ref_s = 1 / (1 + np.exp(-z.astype(np.longdouble)))
+    for got, ref in ((kernels.tanh(z), ref_t), (kernels.sigmoid(z), ref_s)):
+        ref = ref.astype(dtype)
+        ulps = np.abs(got.astype(np.longdouble) - ref) / np.spacing(np.abs(ref))
+        # float64: a few ulp (the 13-term expm1 and one division); float32: one rounding of a float64
+        assert float(np.max(ulps)) <= (4 if dtype == np.float64 else 1)
+    assert math.isnan(kernels.tanh(np.array([np.nan]))[0])
