@@ -247,14 +247,13 @@ def test_tanh_and_sigmoid_are_accurate_to_a_few_ulp_with_exact_limits():
     assert tanh(big).tolist() == [-1, -1, -1, -1, 1, 1, 1, 1]
     assert sigmoid(big)[[0, 1, 2, 5, 6, 7]].tolist() == [0, 0, 0, 1, 1, 1]
     assert np.isnan(tanh(np.array([np.nan]))[0]) and np.isnan(sigmoid(np.array([np.nan]))[0])
-    # in place (the engine's buffers) equals the allocating call; float32 is computed in float64 and
-    # rounded once, so it is within an ulp of the long double answer
+    # in place (the engine's buffers) equals the allocating call; float32 within a few of its ulp
     zz = z.reshape(200, 200)
     out, work = np.empty_like(zz), (np.empty_like(zz), np.empty_like(zz))
     assert np.array_equal(tanh(zz, out=out, work=work), tanh(zz)) and out is not zz
     z32 = zz.astype(np.float32)
     t32 = np.tanh(z32.astype(np.longdouble)).astype(np.float32)
-    assert np.max(np.abs(tanh(z32) - t32) / np.spacing(np.abs(t32))) <= 1
+    assert np.max(np.abs(tanh(z32) - t32) / np.spacing(np.abs(t32))) <= 4
     assert np.allclose(sigmoid(z32), 1 / (1 + np.exp(-z32.astype(np.float64))), rtol=1e-6, atol=1e-37)
     a = tanh(zz)
     assert np.array_equal(tanh_slope(zz, a, out=np.empty_like(zz)), 1 - a * a)
