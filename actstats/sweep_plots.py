@@ -123,11 +123,12 @@ def _acts(runs) -> list[str]:
     return list(dict.fromkeys(r.config.act for r in runs))
 
 
-def _panel_grid(n_cols: int, n_rows: int, legend_rows: int, width_per: float = 4.4,
-                height_per: float = 3.0):
-    width = max(7.0, width_per * n_cols)
-    height = height_per * n_rows + 0.9 + 0.2 * legend_rows
-    return width, height
+def _panel_width(n_cols: int) -> float:
+    return max(7.0, 4.4 * n_cols)
+
+
+def _panel_height(n_rows: int, legend_rows: int) -> float:
+    return 2.6 * n_rows + 1.0 + 0.2 * legend_rows
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
@@ -203,9 +204,8 @@ def profiles_figure(sweep, results):
     colors = dict(zip(groups, _colors(len(groups))))
     styles = {g: STYLES[(i // 10) % len(STYLES)] if len(groups) > 10 else "-" for i, g in enumerate(groups)}
     rows = [row for row in ROWS if any(row[0] in results[r.name].tensors for r in runs)]
-    legend_rows_guess = max(1, len(groups) // 3)
-    width, height = _panel_grid(len(acts), len(rows), legend_rows_guess)
-    fig = _figure(width, height)
+    width = _panel_width(len(acts))
+    fig = _figure(width, _panel_height(len(rows), 0))  # its height is final once the legend is drawn
     axes = np.atleast_2d(fig.subplots(len(rows), len(acts), squeeze=False, sharex="col"))
     handles: dict[str, object] = {}
     theory_handle = None
@@ -263,7 +263,7 @@ def profiles_figure(sweep, results):
         handles[THEORY_LABEL] = Line2D([], [], color="0.3", **THEORY_STYLE)
         labels.append(THEORY_LABEL)
     n_legend = _legend(fig, list(handles.values()), labels, width)
-    fig.set_figheight(2.6 * len(rows) + 1.0 + 0.2 * n_legend)
+    fig.set_figheight(_panel_height(len(rows), n_legend))
     what = "every run" + (", panels by activation" if by_act else "")
     _suptitle(fig, f"{sweep.name}: std by layer, {what}", _subtitle(sweep, runs))
     return fig
@@ -416,8 +416,8 @@ def seeds_figure(sweep, results):
     labels = list(dict.fromkeys(g for _, g in groups))
     colors = dict(zip(labels, _colors(len(labels))))
     rows = [row for row in ROWS if any(row[0] in results[r.name].tensors for r in runs)]
-    width, height = _panel_grid(len(acts), len(rows), 1)
-    fig = _figure(width, height)
+    width = _panel_width(len(acts))
+    fig = _figure(width, _panel_height(len(rows), 0))  # its height is final once the legend is drawn
     axes = fig.subplots(len(rows), len(acts), squeeze=False, sharex="col")
     handles = {}
     for j, act in enumerate(acts):
@@ -444,7 +444,7 @@ def seeds_figure(sweep, results):
             if not drawn:
                 _empty(ax, "no positive finite values to show")
     n_legend = _legend(fig, list(handles.values()), list(handles), width)
-    fig.set_figheight(2.6 * len(rows) + 1.0 + 0.2 * n_legend)
+    fig.set_figheight(_panel_height(len(rows), n_legend))
     seeds = sweep.seeds
     seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if list(seeds) == list(range(seeds[0], seeds[-1] + 1)) \
         else "seeds " + ", ".join(map(str, seeds))
