@@ -297,6 +297,13 @@ def test_cli_sweep_writes_summary_report_and_checks_claims(tmp_path):
     report = (folder / "report.md").read_text()
     assert "## Claims: 2 of 2 hold" in report and "| ✓ | small weights collapse |" in report
     assert "| `init=xavier` | xavier | healthy |" in report
+    for name in ("init=normal-std0.01", "init=xavier"):  # the runs table: 4 significant figures each
+        layers = json.loads((folder / name / "stats.json").read_text())["layers"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| `{name}` |"))
+        first, last = row.split(" | ")[3].split(" → ")
+        for text, want in ((first, layers[0]["post"]["std"]), (last, layers[-1]["post"]["std"])):
+            assert len(text.split("e")[0].replace(".", "").lstrip("0")) == 4, row
+            assert float(text) == pytest.approx(want, rel=5e-4)
     # resumed: nothing computed again
     again = CliRunner().invoke(cli, ["sweep", str(cfg), "--out", str(tmp_path), "--no-plots"])
     assert again.exit_code == 0 and "0 runs computed, 2 kept" in again.output
@@ -311,6 +318,15 @@ def test_cli_sweep_writes_summary_report_and_checks_claims(tmp_path):
                                      "batch=20", "--fresh"])
     assert fresh.exit_code == 0 and json.loads((folder / "init=xavier" / "stats.json").read_text())[
         "config"]["batch"] == 20
+
+
+def test_runs_table_numbers_keep_4_significant_figures():
+    from actstats.report import sig4
+
+    # README's xavier/ReLU run: 0.583 and 0.0242 beside 0.5844 and 0.02465 of the next seed
+    assert [sig4(v) for v in (0.583, 0.0242, 0.5844, 0.02465, 1.0, 2.97e-07, 1e100)] == \
+        ["0.5830", "0.02420", "0.5844", "0.02465", "1.000", "2.970e-07", "1.000e+100"]
+    assert [sig4(v) for v in (0.0, float("inf"), float("nan"), None)] == ["0", "inf", "nan", "nan"]
 
 
 def test_a_false_claim_exits_1_and_no_check_skips_it(tmp_path):
