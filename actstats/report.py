@@ -115,7 +115,9 @@ CAPTIONS = {
                          "z std in the tens is saturation: see the saturated fraction)."),
     "last_layer.png": ("The last layer", "What is left at the output: the last layer's z std and "
                        "post-activation std, and, where they occur, the fractions of saturated and "
-                       "exactly-zero outputs, by the sweep's main axes."),
+                       "exactly-zero outputs, by the sweep's main axes. Std colours are on a log "
+                       "scale reaching at most 3 decades either side of the median cell; a cell beyond "
+                       "(an exploded or collapsed run) is red above, black below, with its number."),
     "seeds.png": ("Across seeds", "The mean over seeds (line) and the spread from the smallest to the "
                   "largest seed (band): how much of a difference is the init, and how much one random "
                   "net."),
