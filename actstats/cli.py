@@ -430,6 +430,8 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
     """
     import json
 
+    from rich.markup import escape
+
     from . import activations
     from . import theory as mean_field
     from .errors import ConfigError, RunError
@@ -449,8 +451,9 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
 
         point = rows[0] if init and "reason" not in rows[0] else None
         highlight = (point["init"], point["sigma_w2"], point["sigma_b2"]) if point else None
+        unmarked = (rows[0]["init"], rows[0]["reason"]) if init and not point else None
         path = out / f"theory-{_slug(act)}" / "phase.png"
-        data = figure_png(phase_diagram_figure(act, width, highlight, bias_init=bias_init))
+        data = figure_png(phase_diagram_figure(act, width, highlight, bias_init=bias_init, unmarked=unmarked))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, data)
@@ -465,7 +468,8 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
     for line in no_prediction_lines(rows):
         console.print(line)
     if path is not None:
-        messages.print(f"[dim]Wrote {path}[/dim]", soft_wrap=True)  # a path to copy stays one line
+        note = f" (the classic inits only: {unmarked[0]} has no prediction, so no star)" if unmarked else ""
+        messages.print(f"[dim]Wrote {path}{escape(note)}[/dim]", soft_wrap=True)  # a path to copy stays one line
 
 
 # --- inits, activations ------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def add_theory(config: RunConfig, layers: list[dict], init_info: dict | None = N
     net's summary: fixed point, chi_1, depth scale and phase, or why theory does not apply.
 
     Data-driven inits are predicted from what they chose: critical's (sigma_w^2, sigma_b^2), and
-    LSUV's realized per-layer weight variances."""
+    LSUV's realized per-layer weight variances with the bias init's variance (LSUV leaves b alone);
+    LSUV with a bias of non-zero mean gets no prediction, like any other init."""
     from . import theory
     from .config import INPUT_SECOND_MOMENT
     from .inits import resolve
@@ -111,9 +112,15 @@ def add_theory(config: RunConfig, layers: list[dict], init_info: dict | None = N
     q0 = INPUT_SECOND_MOMENT[config.input]
     dims = config.dims
     if init_info and init_info["scheme"] == "lsuv":
+        # LSUV rescales W only: each layer keeps its bias variance, q_l = sigma_w2_l E[a_{l-1}^2] + Var[b_l]
+        weights, bias = resolve(config.init), resolve(config.bias_init, "bias init")
+        reason = theory.why_no_prediction(weights, bias, dims[0], dims[1])  # a bias of non-zero mean
+        if reason:
+            return {"applies": False, "reason": reason}
         sigma_w2 = init_info["sigma_w2"]
-        predicted = theory.predict(config.act, sigma_w2, 0.0, q0, init_info["sigma_w2_back"])
-        sigma_b2 = resolve(config.bias_init).moments(dims[0], dims[1])[1]
+        b2 = [bias.moments(d_in, d_out)[1] for d_in, d_out in zip(dims, dims[1:])]
+        predicted = theory.predict(config.act, sigma_w2, b2, q0, init_info["sigma_w2_back"])
+        sigma_b2 = b2[0]
     elif init_info and init_info["scheme"] == "critical":
         sigma_w2, sigma_b2 = [init_info["sigma_w2"]] * len(layers), init_info["sigma_b2"]
         back = [init_info["sigma_w2"] * d_out / d_in for d_in, d_out in zip(dims, dims[1:])]

@@ -566,9 +566,12 @@ def named_points(act: str, width: int = 500, bias_init: str = "zeros") -> list[t
 
 
 def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: float = 4.0,
-                         b_max: float = 0.5, n: int = 61, bias_init: str = "zeros"):
+                         b_max: float = 0.5, n: int = 61, bias_init: str = "zeros", unmarked=None):
     """chi_1 over (sigma_w^2, sigma_b^2) as colour, the critical line chi_1 = 1, and the named inits
-    (Poole et al. 2016 Fig. 1; Schoenholz et al. 2017 Fig. 1). ``highlight`` = (label, sw2, sb2)."""
+    (Poole et al. 2016 Fig. 1; Schoenholz et al. 2017 Fig. 1). ``highlight`` = (label, sw2, sb2);
+    ``unmarked`` = (label, reason) of a chosen init the theory cannot place, said under the title."""
+    import textwrap
+
     from matplotlib.colors import TwoSlopeNorm
 
     from . import theory
@@ -591,6 +594,10 @@ def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: floa
     for label, x, y in named_points(act, width, bias_init):
         key = (round(x, 9), round(y, 9))
         merged[key] = f"{merged[key]} = {label}" if key in merged else label
+    if highlight:  # the chosen init is named once, by the star, with the named inits it lies on
+        label, x, y = highlight
+        same = [n for n in merged.pop((round(x, 9), round(y, 9)), "").split(" = ") if n and n != label]
+        highlight = (" = ".join([label, *same]), x, y)
     marks = [(label, x, y) for (x, y), label in sorted(merged.items())]
     marks += [highlight] if highlight else []
     for i, (label, x, y) in enumerate(marks):
@@ -615,5 +622,8 @@ def phase_diagram_figure(act: str, width: int = 500, highlight=None, w_max: floa
     ax.set_ylabel("σ_b² = Var[b]")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(f"named inits on a square net of width {width}", fontsize=9)
+    title = f"named inits on a square net of width {width}"
+    if unmarked:
+        title += "\n" + textwrap.fill(f"{unmarked[0]} is not marked: no prediction, {unmarked[1]}", 100)
+    ax.set_title(title, fontsize=9)
     return fig

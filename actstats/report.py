@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 SUMMARY = "summary.csv"
@@ -19,10 +20,19 @@ def _show(v) -> str:
     return show(v)
 
 
-def _num(x) -> str:
+def sig4(x) -> str:
+    """x to 4 significant figures with the trailing zeros kept (0.5830, 0.02420, 1.000e+100), so the
+    numbers of a column share one precision; 0, inf and nan as they are."""
     from .claims import fmt
 
-    return fmt(x)
+    x = math.nan if x is None else float(x)
+    return f"{x:#.4g}" if math.isfinite(x) and x != 0 else fmt(x)
+
+
+def _std_span(result) -> str:
+    """Post-activation std at layer 1 and at the last layer."""
+    std = result.column("post", "std")
+    return f"{sig4(std[0])} → {sig4(std[-1])}"
 
 
 def summary_csv(sweep, results) -> str:
@@ -105,7 +115,9 @@ CAPTIONS = {
                          "z std in the tens is saturation: see the saturated fraction)."),
     "last_layer.png": ("The last layer", "What is left at the output: the last layer's z std and "
                        "post-activation std, and, where they occur, the fractions of saturated and "
-                       "exactly-zero outputs, by the sweep's main axes."),
+                       "exactly-zero outputs, by the sweep's main axes. Std colours are on a log "
+                       "scale reaching at most 3 decades either side of the median cell; a cell beyond "
+                       "(an exploded or collapsed run) is red above, black below, with its number."),
     "seeds.png": ("Across seeds", "The mean over seeds (line) and the spread from the smallest to the "
                   "largest seed (band): how much of a difference is the init, and how much one random "
                   "net."),
@@ -164,12 +176,10 @@ def report_markdown(sweep, state, claims, figures: list[str], check: bool = True
         rows = []
         for r in done:
             res = state.results[r.name]
-            std = res.column("post", "std")
             verdict = res.diagnosis.get("verdict", "")
             text = next((f.get("text", "") for f in res.diagnosis.get("findings", [])
                          if f.get("code") == verdict), "")
-            rows.append([f"`{r.name}`", *[_show(r.varied[k]) for k in varied], verdict,
-                         f"{_num(std[0])} → {_num(std[-1])}", text])
+            rows.append([f"`{r.name}`", *[_show(r.varied[k]) for k in varied], verdict, _std_span(res), text])
         out.append(_table(["run", *varied, "verdict", "post std, layer 1 → last", "diagnosis"], rows))
         out.append("")
     if state.failures:
@@ -229,8 +239,7 @@ def runs_table(sweep, state, limit: int = 40):
         status = state.status.get(r.name, "missing")
         if r.name in state.results:
             res = state.results[r.name]
-            std = res.column("post", "std")
-            table.add_row(r.name, res.diagnosis.get("verdict", ""), f"{_num(std[0])} → {_num(std[-1])}",
+            table.add_row(r.name, res.diagnosis.get("verdict", ""), _std_span(res),
                           "kept" if status == "skipped" else "")
         elif r.name in state.failures:
             rec = state.failures[r.name]

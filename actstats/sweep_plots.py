@@ -123,11 +123,12 @@ def _acts(runs) -> list[str]:
     return list(dict.fromkeys(r.config.act for r in runs))
 
 
-def _panel_grid(n_cols: int, n_rows: int, legend_rows: int, width_per: float = 4.4,
-                height_per: float = 3.0):
-    width = max(7.0, width_per * n_cols)
-    height = height_per * n_rows + 0.9 + 0.2 * legend_rows
-    return width, height
+def _panel_width(n_cols: int) -> float:
+    return max(7.0, 4.4 * n_cols)
+
+
+def _panel_height(n_rows: int, legend_rows: int) -> float:
+    return 2.6 * n_rows + 1.0 + 0.2 * legend_rows
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
@@ -203,9 +204,8 @@ def profiles_figure(sweep, results):
     colors = dict(zip(groups, _colors(len(groups))))
     styles = {g: STYLES[(i // 10) % len(STYLES)] if len(groups) > 10 else "-" for i, g in enumerate(groups)}
     rows = [row for row in ROWS if any(row[0] in results[r.name].tensors for r in runs)]
-    legend_rows_guess = max(1, len(groups) // 3)
-    width, height = _panel_grid(len(acts), len(rows), legend_rows_guess)
-    fig = _figure(width, height)
+    width = _panel_width(len(acts))
+    fig = _figure(width, _panel_height(len(rows), 0))  # its height is final once the legend is drawn
     axes = np.atleast_2d(fig.subplots(len(rows), len(acts), squeeze=False, sharex="col"))
     handles: dict[str, object] = {}
     theory_handle = None
@@ -263,7 +263,7 @@ def profiles_figure(sweep, results):
         handles[THEORY_LABEL] = Line2D([], [], color="0.3", **THEORY_STYLE)
         labels.append(THEORY_LABEL)
     n_legend = _legend(fig, list(handles.values()), labels, width)
-    fig.set_figheight(2.6 * len(rows) + 1.0 + 0.2 * n_legend)
+    fig.set_figheight(_panel_height(len(rows), n_legend))
     what = "every run" + (", panels by activation" if by_act else "")
     _suptitle(fig, f"{sweep.name}: std by layer, {what}", _subtitle(sweep, runs))
     return fig
@@ -307,6 +307,7 @@ def _cell_value(posts: list[dict], stat: str) -> float:
 def heatmap_figure(sweep, results):
     """The last layer's std, saturated and zero fractions over the grid's two main axes (columns and
     rows); one long axis is drawn as rows. None when nothing varies."""
+    from matplotlib import colormaps
     from matplotlib.colors import LogNorm
 
     from .activations import get as get_act
@@ -348,13 +349,15 @@ def heatmap_figure(sweep, results):
         grid = np.full((len(rows), len(cols)), np.nan)
         for (y, x), layers in cells.items():
             grid[y, x] = _cell_value([l[tensor] for l in layers], stat)
+        extend = "neither"
         if stat == "std":
             shown = np.where(np.isfinite(grid) & (grid > 0), grid, np.nan)
-            finite = shown[np.isfinite(shown)]
-            lo, hi = (finite.min(), finite.max()) if finite.size else (0.1, 1.0)
-            if hi / lo < 10:
-                lo, hi = lo / 3.2, hi * 3.2
-            image = ax.imshow(shown, cmap="viridis", norm=LogNorm(lo, hi), aspect="auto")
+            lo, hi = _std_limits(shown[np.isfinite(shown)])
+            extend = {(False, False): "neither", (True, False): "min", (False, True): "max",
+                      (True, True): "both"}[bool(np.nanmin(shown, initial=lo) < lo),
+                                            bool(np.nanmax(shown, initial=hi) > hi)]
+            cmap = colormaps["viridis"].with_extremes(under=STD_UNDER, over=STD_OVER)
+            image = ax.imshow(shown, cmap=cmap, norm=LogNorm(lo, hi), aspect="auto")
         else:
             shown = grid
             image = ax.imshow(shown, cmap="Reds" if stat == "frac_saturated" else "Blues", vmin=0, vmax=1,
@@ -377,7 +380,7 @@ def heatmap_figure(sweep, results):
         if row_key and (not side or i == 0):
             ax.set_ylabel(row_key, fontsize=9)
         ax.set_title(title, fontsize=10)
-        cb = fig.colorbar(image, ax=ax, shrink=0.9)
+        cb = fig.colorbar(image, ax=ax, shrink=0.9, extend=extend)
         if stat == "std":
             _log_ticks(cb.ax.yaxis, lo, hi)
         cb.ax.tick_params(labelsize=7)
@@ -388,6 +391,23 @@ def heatmap_figure(sweep, results):
     over = " × ".join("runs" if k == RUN_AXIS else k for k in keys)
     _suptitle(fig, f"{sweep.name}: the last layer, by {over}", _subtitle(sweep, runs, extra))
     return fig
+
+
+STD_DECADES = 3  # a std panel's colours reach at most this many decades either side of its median cell
+STD_UNDER, STD_OVER = "black", "#d62728"  # cells below / above that range (the colour bar's arrows)
+
+
+def _std_limits(values: np.ndarray) -> tuple[float, float]:
+    """Log colour limits of a std panel from its positive finite cells: their range, but no further
+    than STD_DECADES decades from the median cell, so that one exploded (or collapsed) run does not
+    paint every other cell one colour; the cells beyond get STD_UNDER/STD_OVER and keep their number."""
+    if not values.size:
+        return 0.1, 1.0
+    logs = np.log10(values)
+    middle = np.percentile(logs, 50, method="lower")  # a cell's own value: the window holds one at least
+    kept = values[np.abs(logs - middle) <= STD_DECADES]
+    lo, hi = float(kept.min()), float(kept.max())
+    return (lo / 3.2, hi * 3.2) if hi / lo < 10 else (lo, hi)
 
 
 def _cell(v: float, stat: str) -> str:
@@ -416,8 +436,8 @@ def seeds_figure(sweep, results):
     labels = list(dict.fromkeys(g for _, g in groups))
     colors = dict(zip(labels, _colors(len(labels))))
     rows = [row for row in ROWS if any(row[0] in results[r.name].tensors for r in runs)]
-    width, height = _panel_grid(len(acts), len(rows), 1)
-    fig = _figure(width, height)
+    width = _panel_width(len(acts))
+    fig = _figure(width, _panel_height(len(rows), 0))  # its height is final once the legend is drawn
     axes = fig.subplots(len(rows), len(acts), squeeze=False, sharex="col")
     handles = {}
     for j, act in enumerate(acts):
@@ -444,7 +464,7 @@ def seeds_figure(sweep, results):
             if not drawn:
                 _empty(ax, "no positive finite values to show")
     n_legend = _legend(fig, list(handles.values()), list(handles), width)
-    fig.set_figheight(2.6 * len(rows) + 1.0 + 0.2 * n_legend)
+    fig.set_figheight(_panel_height(len(rows), n_legend))
     seeds = sweep.seeds
     seed_text = f"seeds {seeds[0]}–{seeds[-1]}" if list(seeds) == list(range(seeds[0], seeds[-1] + 1)) \
         else "seeds " + ", ".join(map(str, seeds))

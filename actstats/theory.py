@@ -343,7 +343,7 @@ def predict_for_init(init_spec, bias_spec, act_spec, widths: Sequence[int], inpu
     fans = [int(input_dim), *[int(v) for v in widths]]
     sigma_w2, back, b2 = [], [], []
     for fan_in, fan_out in zip(fans[:-1], fans[1:]):
-        reason = _why_no_prediction(init, bias, fan_in, fan_out)
+        reason = why_no_prediction(init, bias, fan_in, fan_out)
         if reason:
             return None, reason
         var = init.moments(fan_in, fan_out)[1]
@@ -353,7 +353,7 @@ def predict_for_init(init_spec, bias_spec, act_spec, widths: Sequence[int], inpu
     return predict(act_spec, sigma_w2, b2, q0, back), None
 
 
-def _why_no_prediction(init, bias, fan_in: int, fan_out: int) -> str | None:
+def why_no_prediction(init, bias, fan_in: int, fan_out: int) -> str | None:
     """Why a (fan_in, fan_out) layer of these resolved inits is outside the zero-mean theory, if it is."""
     mean, var = init.moments(fan_in, fan_out)
     if var == 0:
@@ -395,7 +395,7 @@ def init_summary(act, init_spec, bias_spec="zeros", width: int = 500, q0: float 
     init, bias = inits.resolve(init_spec), inits.resolve(bias_spec, "bias init")
     named = [v.strip() if isinstance(v, str) else str(r) for v, r in ((init_spec, init), (bias_spec, bias))]
     out = {"init": named[0], "bias_init": named[1]}
-    reason = _why_no_prediction(init, bias, width, width)
+    reason = why_no_prediction(init, bias, width, width)
     sigma_b2 = bias.moments(width, width)[1]
     if init.scheme == "critical":
         if bias.scheme != "zeros":

@@ -28,6 +28,19 @@ def one_line(message: str) -> bool:
     return bool(message) and "\n" not in message.strip() and "Traceback" not in message
 
 
+REFUSED = object()  # what answer_or_reason returns for a refusal (None may be a real answer)
+
+
+def answer_or_reason(call, *args, starts="", **kwargs):
+    """call(*args, **kwargs)'s answer, or REFUSED when it raised a ConfigError whose message is one
+    line starting with `starts`; any other exception, or a worse message, fails the test."""
+    try:
+        return call(*args, **kwargs)
+    except ConfigError as exc:
+        assert one_line(str(exc)) and str(exc).startswith(starts)
+        return REFUSED
+
+
 @SETTINGS
 @given(spec_text)
 @example("normal:std=1e309")
@@ -37,10 +50,8 @@ def one_line(message: str) -> bool:
 @example("normal:std=\x00")
 @example("uniform:low=-1e308,high=1e308")
 def test_init_spec_parser_answers_or_says_why(text):
-    try:
-        init = inits.resolve(text)
-    except ConfigError as exc:
-        assert one_line(str(exc))
+    init = answer_or_reason(inits.resolve, text)
+    if init is REFUSED:
         return
     # what parses must print back to a spec that parses to the same init, and sample without error
     again = inits.resolve(init.spec)
@@ -52,10 +63,8 @@ def test_init_spec_parser_answers_or_says_why(text):
 @SETTINGS
 @given(spec_text)
 def test_activation_spec_parser_answers_or_says_why(text):
-    try:
-        act = activations.get(text)
-    except ConfigError as exc:
-        assert one_line(str(exc))
+    act = answer_or_reason(activations.get, text)
+    if act is REFUSED:
         return
     assert activations.get(act.name).name == act.name
 
@@ -72,10 +81,8 @@ config_keys = st.sampled_from(["init", "bias_init", "act", "layers", "width", "i
 @SETTINGS
 @given(st.dictionaries(config_keys, yaml_scalars, max_size=5))
 def test_run_config_loader_answers_or_says_why(data):
-    try:
-        config = RunConfig.from_dict(data, where="x.yaml")
-    except ConfigError as exc:
-        assert one_line(str(exc))
+    config = answer_or_reason(RunConfig.from_dict, data, where="x.yaml")
+    if config is REFUSED:
         return
     assert config.layers >= 1 and min(config.widths) >= 1 and config.batch >= 1
     assert RunConfig.from_dict(config.to_dict()) == config
@@ -171,10 +178,8 @@ sweep_keys = st.sampled_from(["name", "description", "base", "grid", "runs", "se
 def test_sweep_file_loader_answers_or_says_why(data):
     from actstats.sweep import SweepConfig
 
-    try:
-        sweep = SweepConfig.from_dict(data, where="s.yaml")
-    except ConfigError as exc:
-        assert one_line(str(exc)) and str(exc).startswith("s.yaml")
+    sweep = answer_or_reason(SweepConfig.from_dict, data, where="s.yaml", starts="s.yaml")
+    if sweep is REFUSED:
         return
     assert sweep.runs and len({r.name for r in sweep.runs}) == len(sweep.runs)
 
@@ -224,7 +229,4 @@ def test_binary_file_and_directory_as_sweep_file(tmp_path):
 def test_set_overrides_answer_or_say_why(pairs):
     from actstats.sweep import parse_overrides
 
-    try:
-        parse_overrides(pairs)
-    except ConfigError as exc:
-        assert one_line(str(exc)) and str(exc).startswith("--set")
+    answer_or_reason(parse_overrides, pairs, starts="--set")

@@ -365,3 +365,22 @@ def test_phase_diagram_colours_are_log_chi_and_marks_sit_on_their_inits():
     assert {(1.0, 0.0), (2.0, 0.0), (round(25 / 9, 6), 0.0), (1.5, 0.05)} <= points
     # N(0, 1) on a 500-wide net (sigma_w^2 = 500) is off the chart and says so
     assert any("σ_w² = 500 →" in t.get_text() for t in ax.texts)
+
+
+def test_phase_diagram_names_the_chosen_init_once_with_the_inits_it_lies_on():
+    # ReLU: He, critical:q_star=1 and LSUV all sit at (2, 0); choosing he gives one star and one label
+    fig = plots.phase_diagram_figure("relu", width=500, highlight=("he", 2.0, 0.0), n=11)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert [s for s in labels if "he" in s.split(" = ")] == ["he = critical:q_star=1 = lsuv"]
+    at_he = [line.get_marker() for line in ax.lines
+             if len(line.get_xdata()) == 1 and (line.get_xdata()[0], line.get_ydata()[0]) == (2.0, 0.0)]
+    assert at_he == ["*"]
+    assert ax.get_title() == "named inits on a square net of width 500"
+
+
+def test_phase_diagram_says_why_a_chosen_init_is_not_marked():
+    fig = plots.phase_diagram_figure("tanh", width=500, unmarked=("ones", "a reason."), n=11)
+    ax = fig.axes[0]
+    assert ax.get_title() == "named inits on a square net of width 500\nones is not marked: no prediction, a reason."
+    assert not [line for line in ax.lines if line.get_marker() == "*"]

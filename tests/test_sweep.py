@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -297,6 +298,13 @@ def test_cli_sweep_writes_summary_report_and_checks_claims(tmp_path):
     report = (folder / "report.md").read_text()
     assert "## Claims: 2 of 2 hold" in report and "| ✓ | small weights collapse |" in report
     assert "| `init=xavier` | xavier | healthy |" in report
+    for name in ("init=normal-std0.01", "init=xavier"):  # the runs table: 4 significant figures each
+        layers = json.loads((folder / name / "stats.json").read_text())["layers"]
+        row = next(line for line in report.splitlines() if line.startswith(f"| `{name}` |"))
+        first, last = row.split(" | ")[3].split(" → ")
+        for text, want in ((first, layers[0]["post"]["std"]), (last, layers[-1]["post"]["std"])):
+            assert len(text.split("e")[0].replace(".", "").lstrip("0")) == 4, row
+            assert float(text) == pytest.approx(want, rel=5e-4)
     # resumed: nothing computed again
     again = CliRunner().invoke(cli, ["sweep", str(cfg), "--out", str(tmp_path), "--no-plots"])
     assert again.exit_code == 0 and "0 runs computed, 2 kept" in again.output
@@ -311,6 +319,15 @@ def test_cli_sweep_writes_summary_report_and_checks_claims(tmp_path):
                                      "batch=20", "--fresh"])
     assert fresh.exit_code == 0 and json.loads((folder / "init=xavier" / "stats.json").read_text())[
         "config"]["batch"] == 20
+
+
+def test_runs_table_numbers_keep_4_significant_figures():
+    from actstats.report import sig4
+
+    # README's xavier/ReLU run: 0.583 and 0.0242 beside 0.5844 and 0.02465 of the next seed
+    assert [sig4(v) for v in (0.583, 0.0242, 0.5844, 0.02465, 1.0, 2.97e-07, 1e100)] == \
+        ["0.5830", "0.02420", "0.5844", "0.02465", "1.000", "2.970e-07", "1.000e+100"]
+    assert [sig4(v) for v in (0.0, float("inf"), float("nan"), None)] == ["0", "inf", "nan", "nan"]
 
 
 def test_a_false_claim_exits_1_and_no_check_skips_it(tmp_path):
@@ -410,6 +427,31 @@ def test_sweep_figures_are_figures_with_titles_that_say_what_varied():
     band = seeds_figure(s, results)
     assert band is not None and "mean across seeds 0–1" in band._suptitle.get_text()
     assert seeds_figure(sweep_of({"base": SMALL, "grid": {"init": ["he"]}}), results) is None
+
+
+def test_one_collapsed_run_does_not_flatten_the_std_colours_of_the_others():
+    from matplotlib.colors import to_rgba
+
+    from actstats import run_experiment
+    from actstats.sweep_plots import STD_UNDER, _std_limits, heatmap_figure
+
+    # the colour range stops 3 decades from the median cell (1 here): all-claims' std of 1e12
+    # (C12) and 3e-7 (C3) fall outside, the rest spans 0.045 to 500
+    assert _std_limits(np.array([3e-7, 0.045, 0.24, 1.0, 1.4, 22, 500, 1e12])) == (0.045, 500)
+    assert _std_limits(np.array([0.5, 2.0])) == (0.5 / 3.2, 2.0 * 3.2)  # under a decade: widened
+    s = sweep_of({"name": "h", "base": {**SMALL, "act": "relu"},
+                  "grid": {"init": ["normal:std=0.01", "xavier", "he", "lecun"]}})
+    results = {r.name: run_experiment(r.config) for r in s.runs}
+    std = {r.config.init: results[r.name].layers[-1]["post"]["std"] for r in s.runs}
+    # each layer multiplies the std by about 0.01 * sqrt(24 / 2): 4.6 decades below the others
+    assert std["normal:std=0.01"] < 1e-3 * min(std["xavier"], std["he"])
+    ax = heatmap_figure(s, results).axes[1]  # a std
+    image = ax.images[0]
+    lo, hi = min(std["xavier"], std["lecun"]), std["he"]  # within a decade: widened by 3.2 each way
+    assert hi / lo < 10 and (image.norm.vmin, image.norm.vmax) == pytest.approx((lo / 3.2, hi * 3.2))
+    assert image.colorbar.extend == "min"
+    assert image.cmap(image.norm(std["normal:std=0.01"])) == to_rgba(STD_UNDER)
+    assert [t.get_text() for t in ax.texts][0] == f"{std['normal:std=0.01']:.0e}".replace("e-0", "e-")
 
 
 def test_runs_of_different_depths_draw_side_by_side():

@@ -101,6 +101,17 @@ def test_phase_diagram_png_is_written_atomically_where_it_says(tmp_path):
     assert json.loads(again.output)["phase_diagram"] == str(path)
 
 
+def test_init_without_prediction_still_gets_the_diagram_and_says_it_has_no_star(tmp_path):
+    out = CliRunner(env={"COLUMNS": "400"}).invoke(cli, ["theory", "--init", "ones", "--out", str(tmp_path)])
+    path = tmp_path / "theory-tanh" / "phase.png"
+    assert out.exit_code == 0 and out.output.splitlines()[-1] == \
+        f"Wrote {path} (the classic inits only: ones has no prediction, so no star)"
+    data = path.read_bytes()
+    assert png_size(data) == (850, 600)
+    invoke(["--out", str(tmp_path / "plain")])  # the classic inits alone: no note under the title
+    assert data != (tmp_path / "plain" / "theory-tanh" / "phase.png").read_bytes()
+
+
 def test_no_plots_and_quiet(tmp_path):
     out = invoke(["--act", "tanh", "--out", str(tmp_path), "--no-plots", "--quiet"])
     assert out.exit_code == 0 and out.output == ""

@@ -90,6 +90,27 @@ def test_lsuv_tolerance_and_rounds_are_parameters():
     assert all(abs(layer["pre"]["std"] - 1) < 0.001 for layer in r.layers)  # batch == calibration
 
 
+def test_lsuv_prediction_keeps_the_bias_variance():
+    # LSUV rescales W, not b: q_l = sigma_w2_l E[a_{l-1}^2] + Var[b_l]. Layer 1 in closed form (input
+    # N(0, 1): E[x^2] = 1, Var[b] = 0.5^2); each layer within 3% of a 1000-wide net (the bias alone:
+    # the mean of 1000 b_j^2 is off by sqrt(2/1000) of 0.25, about 0.6% of the std). Predicting
+    # without the bias said 0.894 at layer 1 where the net measures 1.025.
+    r = run_experiment({"init": "lsuv", "act": "tanh", "bias_init": "normal:std=0.5", "layers": 3,
+                        "width": 1000, "batch": 1000, "backward": False})
+    sigma_w2 = r.extra["init"]["sigma_w2"]
+    assert r.layers[0]["theory"]["pre_std"] == pytest.approx(math.sqrt(sigma_w2[0] * 1.0 + 0.25), rel=1e-12)
+    for layer in r.layers:
+        assert layer["pre"]["std"] == pytest.approx(layer["theory"]["pre_std"], rel=0.03)
+    assert r.extra["theory"]["sigma_b2"] == 0.25
+
+
+def test_lsuv_with_a_shifted_bias_has_no_prediction():
+    r = run_experiment({"init": "lsuv", "act": "tanh", "bias_init": "ones", "layers": 2, "width": 50})
+    assert r.extra["theory"] == {"applies": False, "reason": "bias init 'ones' has mean 1 != 0: a shift "
+                                 "shared by every unit is outside the zero-mean mean-field theory, so no prediction."}
+    assert not any("theory" in layer for layer in r.layers)
+
+
 def test_critical_tanh_holds_its_fixed_point_from_20_to_50():
     # finite width makes each layer's realized q wander around q* (the biases alone: the mean of
     # 1000 b_j^2 is off by sqrt(2/1000) = 4.5% of sigma_b^2); at width 1000 that stays well in 10%
