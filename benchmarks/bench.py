@@ -51,12 +51,19 @@ DTYPES = ("float64", "float32")
 PLAIN = {"tanh": np.tanh, "sigmoid": lambda z: 1.0 / (1.0 + np.exp(-z)), "relu": lambda z: np.maximum(z, 0)}
 
 
-def best_of(fns: dict, repeat: int, clock=time.perf_counter) -> dict:
+# OpenBLAS's worker threads busy-wait for a while after a multi-threaded product: whatever ran next
+# lost most of a core (measured: the engine's forward 145 ms right after a two-thread matmul, 100 ms
+# after a pause). Each timed call is preceded by this pause, so no variant pays for another's threads.
+QUIET = 0.2
+
+
+def best_of(fns: dict, repeat: int, clock=time.perf_counter, quiet: float = QUIET) -> dict:
     """Best time of each function (wall time unless ``clock`` says otherwise), repetitions
-    interleaved across the functions."""
+    interleaved across the functions, each call after a ``quiet`` pause (seconds)."""
     best = {k: float("inf") for k in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
+            time.sleep(quiet)
             t0 = clock()
             fn()
             best[name] = min(best[name], clock() - t0)
@@ -294,7 +301,7 @@ def profile(repeat: int):
                 "matmul a.T@gp": lambda: np.matmul(a.T, gp, out=gw),
                 "matmul gp@W.T": lambda: np.matmul(gp, W.T, out=buf),
             }
-            t = best_of(steps, repeat, time.thread_time)
+            t = best_of(steps, repeat, time.thread_time, quiet=0)
             mm = t["matmul a@W"]
             mm3 = mm + t["matmul a.T@gp"] + t["matmul gp@W.T"]
             plain_phi = t.pop("(numpy's phi)")
@@ -319,7 +326,7 @@ def profile(repeat: int):
              "hist: floor-start": lambda: (np.floor(f, out=f), np.subtract(f, -40, out=f)),
              "hist: to int64": lambda: np.copyto(idx, f, casting="unsafe"),
              "hist: bincount": lambda: np.bincount(idx, minlength=50)}
-    t = best_of(parts, repeat, time.thread_time)
+    t = best_of(parts, repeat, time.thread_time, quiet=0)
     print("statistics of one float64 tensor (1000 x 500), pass by pass: "
           + "  ".join(f"{k} {v:.2f}" for k, v in t.items()))
     if blas:
