@@ -182,7 +182,7 @@ static inline uint64_t to_bits(double d) {
 
 /* exp(y) = 2**k (expm1(r) + 1), y = k ln2 + r, for -1075 <= y / ln2 <= 1023; 2**k in two factors
    (each a normal float) so that a subnormal result is rounded once. */
-static inline double exp_reduced(double y, double *em1, double *p2a, double *p2b) {
+static inline void exp_reduced(double y, double *em1, double *p2a, double *p2b) {
     double t = y * INV_LN2 + SHIFTER;
     double kf = t - SHIFTER;
     int64_t k = (int64_t)(to_bits(t) & 0xfffffffffffff) - ((int64_t)1 << 51); /* round(y / ln2) */
@@ -190,7 +190,6 @@ static inline double exp_reduced(double y, double *em1, double *p2a, double *p2b
     *em1 = expm1_small((y - kf * LN2_HI) - kf * LN2_LO);
     *p2a = from_bits((uint64_t)(k1 + 1023) << 52);
     *p2b = from_bits((uint64_t)(k - k1 + 1023) << 52);
-    return kf;
 }
 
 /* The same in float arithmetic for float32 (eight lanes instead of four): expm1 to r^8 (truncation
@@ -224,7 +223,7 @@ static inline uint32_t to_bits_f(float f) {
 #define LN2_LO_F -2.12194440e-4f
 #define INV_LN2_F 1.44269504f
 
-/* -152 <= y / ln2 <= 127 */
+/* exp_reduced in float, for -152 <= y / ln2 <= 127 */
 static inline void exp_reduced_f(float y, float *em1, float *p2a, float *p2b) {
     float t = y * INV_LN2_F + SHIFTER_F;
     float kf = t - SHIFTER_F;
