@@ -78,7 +78,7 @@ def build(sweep, state, plots: bool = True, check: bool = True) -> list:
         if plots and state.results:
             from .sweep_plots import sweep_figure_bytes
 
-            figures = sweep_figure_bytes(sweep, state.results)
+            figures = state.figures if state.figures is not None else sweep_figure_bytes(sweep, state.results)
             for name, data in figures.items():
                 write_atomic(folder / name, data)
         write_atomic(folder / REPORT, report_markdown(sweep, state, claims, list(figures), check))

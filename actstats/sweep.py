@@ -104,6 +104,7 @@ class SweepRun:
     failures: dict = field(default_factory=dict)    # run name -> error record
     warnings: list = field(default_factory=list)
     seconds: float = 0.0
+    figures: dict | None = None  # comparison figures drawn by the workers (file name -> PNG bytes)
 
 
 def is_done(path: Path, config) -> bool:
@@ -385,6 +386,11 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
             state.status[run.name] = "done"
             progress.done += 1
             emit("done", run, progress)
+        if plots and state.results and own and executor.slots > 1:
+            # the comparison figures, drawn side by side by this machine's workers while they are up
+            from .sweep_plots import sweep_figure_bytes
+
+            state.figures = sweep_figure_bytes(sweep, state.results, executor)
     except BaseException:  # Ctrl-C or a bug: stop the work in flight; what is saved stays complete
         if own:
             executor.shutdown(cancel=True)

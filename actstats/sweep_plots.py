@@ -473,13 +473,22 @@ def seeds_figure(sweep, results):
     return fig
 
 
-def sweep_figure_bytes(sweep, results) -> dict[str, bytes]:
-    """{file name: PNG bytes} of every figure that applies to this sweep."""
-    out = {}
-    for key, make in (("profiles", profiles_figure), ("heatmap", heatmap_figure), ("seeds", seeds_figure)):
-        if not _complete(sweep, results):
-            break
-        fig = make(sweep, results)
-        if fig is not None:
-            out[FILES[key]] = figure_png(fig)
-    return out
+def figure_bytes(key: str, sweep, results) -> bytes | None:
+    """PNG bytes of one comparison figure (a key of FILES), None when it does not apply."""
+    make = {"profiles": profiles_figure, "heatmap": heatmap_figure, "seeds": seeds_figure}[key]
+    fig = make(sweep, results)
+    return None if fig is None else figure_png(fig)
+
+
+def sweep_figure_bytes(sweep, results, executor=None) -> dict[str, bytes]:
+    """{file name: PNG bytes} of every figure that applies to this sweep. ``executor`` (executors.py's
+    interface): draw the figures side by side in its workers (each takes a second or two of
+    matplotlib); without one they are drawn here, one after the other."""
+    if not _complete(sweep, results):
+        return {}
+    if executor is None:
+        drawn = {key: figure_bytes(key, sweep, results) for key in FILES}
+    else:
+        futures = {executor.submit(figure_bytes, key, sweep, results): key for key in FILES}
+        drawn = {futures[f]: f.result() for f in executor.as_completed(list(futures))}
+    return {FILES[key]: drawn[key] for key in FILES if drawn[key] is not None}

@@ -260,6 +260,19 @@ def test_jobs_2_gives_the_numbers_of_jobs_1_bit_for_bit(tmp_path):
     assert len(one.decode().splitlines()) == 1 + 6 * 4 * 4  # header + runs x layers x tensors
 
 
+def test_comparison_figures_drawn_by_the_workers_equal_the_ones_drawn_here(tmp_path):
+    from actstats import report
+    from actstats.sweep_plots import FILES, sweep_figure_bytes
+
+    spec = sweep_of({"name": "f", "base": SMALL, "grid": {"init": ["xavier", "he"]}, "seeds": 2})
+    state = run_sweep(spec, tmp_path, jobs=2)
+    assert sorted(state.figures) == sorted(FILES.values())  # drawn by the pool
+    report.build(spec, state)
+    here = sweep_figure_bytes(spec, state.results)
+    for name, data in here.items():
+        assert (tmp_path / "f" / name).read_bytes() == data
+
+
 # --- CLI and report ------------------------------------------------------------------------------------
 
 CLAIMED = """\
