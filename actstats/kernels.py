@@ -26,8 +26,13 @@ def _load():
         return None
     try:
         lib = ctypes.CDLL(spec.origin)
-    except OSError:
+        _declare(lib)
+    except (OSError, AttributeError):  # unloadable, or a stale build without these functions
         return None
+    return lib
+
+
+def _declare(lib):
     lib.actstats_scan.argtypes = [_INT, _P, _I, _I, _D, _D, _P, _P, _P, _P]
     lib.actstats_scan.restype = None
     lib.actstats_hist_adaptive.argtypes = [_INT, _P, _I, _D, _D, _I, _P]
@@ -37,7 +42,6 @@ def _load():
     for name in ("actstats_tanh", "actstats_sigmoid"):
         getattr(lib, name).argtypes = [_INT, _P, _P, _I]
         getattr(lib, name).restype = None
-    return lib
 
 
 LIB = _load()
