@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -15,9 +16,9 @@ def num(x, digits: int = 3) -> str:
         return "inf" if x > 0 else "-inf"
     if x == 0:
         return "0"
-    if 1e-3 <= abs(x) < 1e4:
-        return f"{x:.{digits}g}"
-    return f"{x:.{digits - 1}e}"
+    text = f"{x:.{digits}g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.{digits - 1}e}"
+    mantissa, e, exponent = text.partition("e")
+    return f"{mantissa}e{int(exponent)}" if e else text  # 6.73e13, -6.13e-5, 3.22e3: the table fits 80 columns
 
 
 def pct(x) -> str:
@@ -33,11 +34,16 @@ def layer_table(result) -> Table:
     c = result.config
     layers = f"{c.layers} layer{'s' if c.layers != 1 else ''}"
     title = f"{c.act} · init {label(c.init)} · {layers} × {c.width} · batch {c.batch}"
-    table = Table(title=title, title_justify="left", header_style="bold")
     has_theory = any(layer.get("theory") for layer in result.layers)
     has_grad = "grad_pre" in result.tensors
     nonfinite = any((layer[t] or {}).get("frac_nonfinite", 0) > 0
                     for layer in result.layers for t in ("pre", "post"))
+    grad_nonfinite = has_grad and any(layer["grad_pre"]["frac_nonfinite"] > 0 for layer in result.layers)
+    # with the inf columns the framed table is wider than 80 columns: rules between rows only
+    wide = nonfinite + grad_nonfinite + has_theory + has_grad > 2
+    table = Table(title=title, title_justify="left", header_style="bold",
+                  box=box.SIMPLE_HEAD if wide else box.HEAVY_HEAD, show_edge=not wide, pad_edge=not wide,
+                  padding=(0, 0, 0, 1) if wide else (0, 1))
     table.add_column("layer", justify="right")
     table.add_column("z std", justify="right")
     table.add_column("a mean", justify="right")
@@ -47,10 +53,9 @@ def layer_table(result) -> Table:
     table.add_column("satur.", justify="right")
     table.add_column("zero", justify="right")
     if nonfinite:
-        table.add_column("inf/NaN", justify="right", style="red")
+        table.add_column("inf/NaN", justify="right", style="red", min_width=7)
     if has_grad:
         table.add_column("grad std", justify="right")
-    grad_nonfinite = has_grad and any(layer["grad_pre"]["frac_nonfinite"] > 0 for layer in result.layers)
     if grad_nonfinite:
         table.add_column("grad inf", justify="right", style="red")
     for layer in result.layers:
@@ -66,9 +71,9 @@ def layer_table(result) -> Table:
         if grad_nonfinite:
             row.append(pct(layer["grad_pre"]["frac_nonfinite"]))
         table.add_row(*row)
-    table.caption = ("z = pre-activation, a = φ(z); " + ("theory = predicted a std; " if has_theory else "")
-                     + "grad = dL/dz" + ("; mean and std over the finite values only"
-                                        if nonfinite or grad_nonfinite else ""))
+    table.caption = ("z = pre-activation, a = φ(z)" + ("; theory = predicted a std" if has_theory else "")
+                     + ("; grad = dL/dz" if has_grad else "") + ("; mean and std over the finite values only"
+                                                              if nonfinite or grad_nonfinite else ""))
     table.caption_justify = "left"
     return table
 

@@ -10,7 +10,7 @@ from actstats import RunConfig, run_experiment
 from actstats.diagnosis import diagnose, layer_ranges
 from actstats.inits import label
 from actstats.network import INPUT, make_input, rng
-from actstats.render import layer_table
+from actstats.render import layer_table, num
 
 
 def stat(std=1.0, nonfinite=0.0, zero=0.0, symmetric=False):
@@ -74,14 +74,29 @@ def test_table_shows_z_std_and_an_inf_column_only_when_needed():
     boom = run_experiment(RunConfig(init="ones", act="relu", layers=200, width=50, batch=20, bins=10))
     out = text(boom)
     assert "inf/NaN" in out and "grad inf" in out and "over the finite values" in out
-    first = [line for line in out.splitlines() if line.split("│")[1:2] == ["     1 "]][0]
-    assert first.split("│")[-2].strip() == f"{100 * boom.layers[0]['grad_pre']['frac_nonfinite']:.1f}%"
+    # with the inf columns the table drops its vertical rules (to fit 80 columns): cells by whitespace
+    first = [line for line in out.splitlines() if line.split()[:1] == ["1"]][0]
+    assert first.split()[-1] == f"{100 * boom.layers[0]['grad_pre']['frac_nonfinite']:.1f}%"
     # all-ones weights: a sample grows to inf when its input sum is positive and is 0 after the first
     # ReLU otherwise, so the last layer's inf fraction is that of positive input sums
     x = make_input(boom.config.input, rng(boom.config.seed, INPUT), 20, 50)
     expected = float(np.mean(x.sum(axis=1) > 0))
     assert math.isclose(boom.layers[-1]["post"]["frac_nonfinite"], expected)
-    assert f"{100 * expected:.1f}%" in [line for line in out.splitlines() if line.split("│")[1:2] == ["   200 "]][0]
+    assert f"{100 * expected:.1f}%" in [line for line in out.splitlines() if line.split()[:1] == ["200"]][0].split()
+
+
+def test_the_layer_table_fits_80_columns_even_with_its_inf_columns():
+    # found by a fresh-eyes pass: at 80 columns (rich's width when piped) numbers were cut to "6.73e…"
+    boom = run_experiment(RunConfig(init="ones", act="relu", layers=200, width=50, batch=20, bins=10))
+    console = Console(width=80, record=True)
+    console.print(layer_table(boom))
+    lines = console.export_text().splitlines()
+    assert "…" not in "\n".join(lines) and "inf/NaN" in lines[1] and "grad inf" in lines[1]
+    assert max(len(line.rstrip()) for line in lines) <= 80
+    row = [line for line in lines if line.split()[:1] == ["100"]][0].split()
+    # all-ones weights: every unit of a sample is the same positive sum, x50 (the width) per layer
+    assert row[1] == num(boom.layers[99]["pre"]["std"]) == num(boom.layers[3]["pre"]["std"] * 50.0**96)
+    assert len(row[1]) == 8  # a three-digit exponent, whole
 
 
 def test_constant_inits_are_symmetric_at_every_layer_whatever_the_rounding():
