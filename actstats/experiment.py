@@ -58,7 +58,12 @@ class RunResult:
 
 
 def versions() -> dict:
-    return {"actstats": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    from . import kernels
+
+    # kernels: whether the compiled passes ran (their sums round differently from NumPy's, and
+    # float32 tanh/sigmoid can move a value across a bin edge: a different road, not a different run)
+    return {"actstats": __version__, "numpy": np.__version__, "python": platform.python_version(),
+            "kernels": kernels.LIB is not None}
 
 
 def run_experiment(config: RunConfig | Mapping, progress=None) -> RunResult:

@@ -4,7 +4,8 @@ Each call does in one pass over a float64 or float32 array what stats.py's and a
 NumPy code does in several: ``scan`` (extremes, per-row sums and sums of squares, zero, non-finite
 and saturated counts), ``hist_adaptive`` and ``hist_fixed`` (histogram counts), ``tanh`` and
 ``sigmoid``. ctypes releases the GIL during each call, so the engine's two threads run them in
-parallel. ``ACTSTATS_KERNELS=0`` in the environment turns them off (the NumPy code then runs).
+parallel. ``ACTSTATS_KERNELS=0`` (or false, no, off) in the environment turns them off (the NumPy
+code then runs).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ _P, _I, _D, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_in
 
 
 def _load():
-    if os.environ.get("ACTSTATS_KERNELS", "1") == "0":
+    if os.environ.get("ACTSTATS_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     spec = importlib.util.find_spec("actstats._kernels")
     if spec is None or not spec.origin:

@@ -118,3 +118,16 @@ def test_kernel_activations_match_long_double_references(dtype):
         # a few ulp: the truncated expm1 (13 terms in float64, 8 in float32), 2**k exact, one division
         assert float(np.max(ulps)) <= 4
     assert math.isnan(kernels.tanh(np.array([np.nan]))[0])
+
+
+@pytest.mark.parametrize("value, loaded", [("0", False), ("off", False), ("False", False), ("1", True)])
+def test_actstats_kernels_turns_them_off_and_results_say_which_ran(value, loaded):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from actstats import RunConfig, run_experiment; "
+            "print(run_experiment(RunConfig(layers=1, width=4, batch=4)).versions['kernels'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ACTSTATS_KERNELS": value})
+    assert out.stdout.strip() == str(loaded)
