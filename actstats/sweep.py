@@ -390,7 +390,10 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
             # the comparison figures, drawn side by side by this machine's workers while they are up
             from .sweep_plots import sweep_figure_bytes
 
-            state.figures = sweep_figure_bytes(sweep, state.results, executor)
+            try:
+                state.figures = sweep_figure_bytes(sweep, state.results, executor)
+            except Exception:  # noqa: BLE001 - e.g. a worker killed meanwhile: report.build draws them here
+                state.figures = None
     except BaseException:  # Ctrl-C or a bug: stop the work in flight; what is saved stays complete
         if own:
             executor.shutdown(cancel=True)
