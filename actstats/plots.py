@@ -77,21 +77,6 @@ def _theory(result, key: str) -> np.ndarray | None:
     return values if np.isfinite(values).any() else None
 
 
-def _config_line(result) -> str:
-    c = result.config
-    width = c.width
-    if isinstance(width, (tuple, list)):
-        width = "–".join(map(str, width)) if len(width) <= 4 else f"{min(width)}…{max(width)}"
-    layers = f"{c.layers} layer{'s' if c.layers != 1 else ''}"
-    parts = [f"{c.act}", f"init {c.init}", f"{layers} × {width} units", f"batch {c.batch}"]
-    for key, default, label in (("bias_init", "zeros", "bias"), ("input", "normal", "input"),
-                                ("dtype", "float64", ""), ("seed", 0, "seed")):
-        value = getattr(c, key, default)
-        if value != default:
-            parts.append(f"{label} {value}".strip())
-    return " · ".join(parts)
-
-
 def _finding_lines(result) -> list[str]:
     """The verdict's text, then the gradient finding's (if any)."""
     diag = result.diagnosis or {}
@@ -106,7 +91,9 @@ def _finding_lines(result) -> list[str]:
 def _title(result, width: float, first: str | None = None) -> tuple[str, float]:
     """Config, verdict and gradient finding, wrapped to ``width`` inches; (text, height in inches)."""
     chars = int(width * 72 / (0.55 * TITLE_PT))  # an average glyph is ~0.55 em wide
-    lines = [_config_line(result)] + ([first] if first else []) + _finding_lines(result)
+    from .render import config_line
+
+    lines = [config_line(result.config)] + ([first] if first else []) + _finding_lines(result)
     text = "\n".join(textwrap.fill(line, chars) for line in lines if line)
     return text, 0.2 + LINE * (text.count("\n") + 1)
 

@@ -27,13 +27,27 @@ def pct(x) -> str:
     return f"{100 * x:.1f}%"
 
 
-def layer_table(result) -> Table:
-    """One row per layer: the numbers that tell the story of the run."""
+def config_line(c) -> str:
+    """A run's config in one line, as the table and the figures title it: the options that are not
+    their defaults included (bias, input, dtype, seed), the init spelled with its defaults."""
     from .inits import label
 
-    c = result.config
+    width = c.width
+    if isinstance(width, (tuple, list)):
+        width = "–".join(map(str, width)) if len(width) <= 4 else f"{min(width)}…{max(width)}"
     layers = f"{c.layers} layer{'s' if c.layers != 1 else ''}"
-    title = f"{c.act} · init {label(c.init)} · {layers} × {c.width} · batch {c.batch}"
+    parts = [f"{c.act}", f"init {label(c.init)}", f"{layers} × {width} units", f"batch {c.batch}"]
+    for key, default, name in (("bias_init", "zeros", "bias"), ("input", "normal", "input"),
+                               ("dtype", "float64", ""), ("seed", 0, "seed")):
+        value = getattr(c, key, default)
+        if value != default:
+            parts.append(f"{name} {value}".strip())
+    return " · ".join(parts)
+
+
+def layer_table(result) -> Table:
+    """One row per layer: the numbers that tell the story of the run."""
+    title = config_line(result.config)
     has_theory = any(layer.get("theory") for layer in result.layers)
     has_grad = "grad_pre" in result.tensors
     nonfinite = any((layer[t] or {}).get("frac_nonfinite", 0) > 0
