@@ -184,10 +184,17 @@ def theory_table(act: str, rows: list[dict], width: int) -> Table:
                       num(r["sigma_b2"], 4), num(r["q_star"], 4), num(r["chi_1"], 4), xi,
                       Text(r["phase"], style=PHASE_STYLE[r["phase"]]))
     lsuv = any(r["init"].startswith("lsuv") and "reason" not in r for r in rows)
+    # phi(c z) = c phi(z) for c > 0: E[phi(sqrt(q) u)^2] is proportional to q, so at chi_1 = 1 the
+    # length map is the identity and no q_star can be asked for
+    homogeneous = act.partition(":")[0] in ("relu", "leaky_relu", "linear") and any(
+        r.get("phase") == "critical" and "reason" not in r for r in rows)
     table.caption = Text("σ_w² = fan_in·Var[W], σ_b² = Var[b]; q* = the limit of q_l = σ_w² E[φ(z)²] + σ_b², "
                          "z ~ N(0, q_(l-1)); χ₁ = σ_w² E[φ'(z)²] at q*: < 1 ordered (gradients vanish), "
                          "> 1 chaotic (they explode); ξ_c = -1/ln χ₁ layers (– in the chaotic phase)."
-                         + (" lsuv: its wide limit, every layer rescaled to q = 1." if lsuv else ""))
+                         + (" lsuv: its wide limit, every layer rescaled to q = 1." if lsuv else "")
+                         + (f" {act.partition(':')[0]} is positively homogeneous: on its critical line every"
+                            " q is a fixed point, so q* is the first layer's q (σ_w² E[x²] + σ_b²),"
+                            " whatever critical:q_star asks." if homogeneous else ""))
     table.caption_justify = "left"
     return table
 

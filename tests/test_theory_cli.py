@@ -195,3 +195,13 @@ def test_sweep_profile_draws_each_prediction_dashed_with_the_stored_theory_std(t
             assert ln.get_color() == twin.get_color()
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels.count(THEORY_LABEL) == 1 and labels[-1] == THEORY_LABEL
+
+
+def test_homogeneous_activations_say_why_q_star_is_the_first_layers_q():
+    # fresh-eyes finding: ReLU's critical:q_star=1 row shows q* = 2 (the length map q -> sigma_w^2 q/2
+    # is the identity at sigma_w^2 = 2, so q* = sigma_w^2 E[x^2] = 2 whatever q_star asks); the caption
+    # says so, for ReLU and not for tanh
+    why = "on its critical line every q is a fixed point"
+    relu = invoke(["--act", "relu", "--no-plots"])
+    tanh = invoke(["--act", "tanh", "--no-plots"])
+    assert why in " ".join(relu.output.split()) and why not in " ".join(tanh.output.split())
