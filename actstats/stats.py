@@ -315,10 +315,10 @@ class TensorStats:
             lo, hi, row_s, row_q, n_bad, n_zero, above, below = kernels.scan(x, low, high)
             if not n_bad:
                 return (*self._update_finite(x, lo, hi, work, n_zero, row_s, row_q), above + below)
-        else:
-            lo, hi = float(x.min()), float(x.max())
-            if math.isfinite(lo) and math.isfinite(hi):
-                return (*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation))
+            return (*self._update_general(x), above + below)  # the scan counted inf, not NaN, as NumPy does
+        lo, hi = float(x.min()), float(x.max())
+        if math.isfinite(lo) and math.isfinite(hi):
+            return (*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation))
         return (*self._update_general(x), _n_outside(x, -math.inf, math.inf, saturation))
 
     def _update_finite(self, x: np.ndarray, lo: float, hi: float, work: Scratch | None,
