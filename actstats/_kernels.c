@@ -30,37 +30,56 @@ at load time (the same clone every time on a given machine, so results are repea
 /* ---- scan: extremes, row sums, counts ------------------------------------------------------- */
 /* ext[0], ext[1] = min, max (over all values: inf when there is one, NaN ignored); counts =
    non-finite, zero, above sat_high, below sat_low. row_s, row_q: per row, the sum and sum of
-   squares. With a non-finite value the sums are meaningless and the caller takes its general path. */
+   squares. With a non-finite value the sums are meaningless and the caller takes its general path.
+   The main loop counts no non-finite values: an inf or NaN makes its row's sum or sum of squares
+   non-finite, and only then are they counted, in a second pass (finite values past ~1e154 also
+   overflow a sum of squares; that pass then finds none). Without saturation thresholds (both
+   infinite) the loop does not compare against them. */
+#define SCAN_ROW(T, SAT)                                                                         \
+    _Pragma("omp simd reduction(+:s,q,zero,above,below) reduction(min:rlo) reduction(max:rhi)")  \
+    for (int64_t j = 0; j < cols; j++) {                                                          \
+        double v = (double)r[j];                                                                  \
+        s += v;                                                                                   \
+        q += v * v;                                                                               \
+        rlo = v < rlo ? v : rlo;                                                                  \
+        rhi = v > rhi ? v : rhi;                                                                  \
+        zero += v == 0.0;                                                                         \
+        if (SAT) {                                                                                \
+            above += v > sat_high;                                                                \
+            below += v < sat_low;                                                                 \
+        }                                                                                         \
+    }
+
 #define SCAN(T)                                                                                  \
     HOT static void scan_##T(const T *x, int64_t rows, int64_t cols, double sat_low,             \
                              double sat_high, double *row_s, double *row_q, double *ext,         \
                              int64_t *counts) {                                                   \
         double lo = INFINITY, hi = -INFINITY;                                                     \
-        int64_t n_bad = 0, n_zero = 0, n_above = 0, n_below = 0;                                  \
+        int64_t n_zero = 0, n_above = 0, n_below = 0, suspect = 0;                                \
+        int sat = !(isinf(sat_low) && isinf(sat_high));                                          \
         for (int64_t i = 0; i < rows; i++) {                                                      \
             const T *r = x + i * cols;                                                            \
             double s = 0.0, q = 0.0, rlo = INFINITY, rhi = -INFINITY;                             \
-            int64_t bad = 0, zero = 0, above = 0, below = 0;                                      \
-            _Pragma("omp simd reduction(+:s,q,bad,zero,above,below) reduction(min:rlo) reduction(max:rhi)") \
-            for (int64_t j = 0; j < cols; j++) {                                                  \
-                double v = (double)r[j];                                                          \
-                s += v;                                                                           \
-                q += v * v;                                                                       \
-                rlo = v < rlo ? v : rlo;                                                          \
-                rhi = v > rhi ? v : rhi;                                                          \
-                bad += !(fabs(v) <= DBL_MAX); /* inf and NaN */                                   \
-                zero += v == 0.0;                                                                 \
-                above += v > sat_high;                                                            \
-                below += v < sat_low;                                                             \
+            int64_t zero = 0, above = 0, below = 0;                                               \
+            if (sat) {                                                                            \
+                SCAN_ROW(T, 1)                                                                    \
+            } else {                                                                              \
+                SCAN_ROW(T, 0)                                                                    \
             }                                                                                     \
             row_s[i] = s;                                                                         \
             row_q[i] = q;                                                                         \
+            suspect |= !(fabs(s) <= DBL_MAX && q <= DBL_MAX);                                     \
             lo = rlo < lo ? rlo : lo;                                                             \
             hi = rhi > hi ? rhi : hi;                                                             \
-            n_bad += bad;                                                                         \
             n_zero += zero;                                                                       \
             n_above += above;                                                                     \
             n_below += below;                                                                     \
+        }                                                                                         \
+        int64_t n_bad = 0;                                                                        \
+        if (suspect) {                                                                            \
+            int64_t n = rows * cols;                                                              \
+            _Pragma("omp simd reduction(+:n_bad)")                                               \
+            for (int64_t i = 0; i < n; i++) n_bad += !(fabs((double)x[i]) <= DBL_MAX);            \
         }                                                                                         \
         ext[0] = lo;                                                                              \
         ext[1] = hi;                                                                              \
@@ -72,48 +91,88 @@ at load time (the same clone every time on a given machine, so results are repea
 
 /* ---- histograms ----------------------------------------------------------------------------- */
 /* Bins are computed a block at a time (a vector loop), then counted into SUB interleaved copies
-   (a run of equal bins, as in a saturated layer, does not wait on one counter). */
+   (a run of equal bins, as in a saturated layer, does not wait on one counter) of 32-bit counters,
+   which take half the cache of 64-bit ones; they are added to the 64-bit counts every FLUSH values,
+   long before they could overflow. */
 #define BLOCK 512
+#define FLUSH ((int64_t)1 << 30)
 
-static void count_block(const int32_t *idx, int64_t m, int64_t width, int64_t *sub) {
-    int64_t i = 0;
+typedef struct {
+    int64_t width, seen; /* slots per copy; values counted since the last flush */
+    uint32_t *sub;       /* SUB copies of width slots */
+    int64_t *counts;     /* width slots */
+} Counter;
+
+static int counter_open(Counter *c, int64_t width, int64_t *counts) {
+    c->width = width;
+    c->seen = 0;
+    c->counts = counts;
+    c->sub = calloc((size_t)(SUB * width), sizeof(uint32_t));
+    return c->sub ? 0 : -1;
+}
+
+static void counter_flush(Counter *c) {
+    for (int64_t b = 0; b < c->width; b++)
+        for (int k = 0; k < SUB; k++) {
+            c->counts[b] += c->sub[k * c->width + b];
+            c->sub[k * c->width + b] = 0;
+        }
+    c->seen = 0;
+}
+
+static void count_block(Counter *c, const int32_t *idx, int64_t m) {
+    uint32_t *sub = c->sub;
+    int64_t width = c->width, i = 0;
+    if (c->seen + m > FLUSH) counter_flush(c);
     for (; i + SUB <= m; i += SUB)
         for (int k = 0; k < SUB; k++) sub[k * width + idx[i + k]]++;
     for (; i < m; i++) sub[idx[i]]++;
+    c->seen += m;
 }
 
-static int fold_counts(int64_t *sub, int64_t width, int64_t *counts) {
-    for (int64_t b = 0; b < width; b++)
-        for (int k = 0; k < SUB; k++) counts[b] += sub[k * width + b];
-    free(sub);
-    return 0;
+static void counter_close(Counter *c) {
+    counter_flush(c);
+    free(c->sub);
 }
 
 /* Adaptive grid: bin floor(x * scale) - start, scale = 2**-e (exact). A negative x whose product
    underflowed to -0.0 belongs in bin floor = -1. Finite x only, all inside the grid: a value that
-   is not (a caller's bug) is counted in the return value, never written out of bounds. */
+   is not (a caller's bug) is counted in the return value, never written out of bounds.
+   For float32 data whose bins and start lie below 2**24 in magnitude the bins are computed in
+   float (eight lanes): there a product by a power of two, its floor and the difference of two
+   whole numbers below 2**24 are exact, as they are in double. */
+#define ADAPTIVE_BINS(U, FLOOR)                                                                  \
+    _Pragma("omp simd")                                                                          \
+    for (int64_t i = 0; i < m; i++) {                                                             \
+        U v = (U)xb[i];                                                                           \
+        U f = FLOOR(v * (U)scale);                                                                \
+        f = (f == (U)0 && v < (U)0) ? (U)-1 : f;                                                  \
+        f -= (U)start;                                                                            \
+        idx[i] = (f >= (U)0 && f < (U)bins) ? (int32_t)f : (int32_t)bins;                         \
+    }
+
 #define HIST_ADAPTIVE(T)                                                                         \
     HOT static int64_t hist_adaptive_##T(const T *x, int64_t n, double scale, double start,     \
                                          int64_t bins, int64_t *counts) {                         \
-        int64_t width = bins + 1, outside = 0; /* slot bins: outside the grid */                  \
-        int64_t *sub = calloc((size_t)(SUB * width), sizeof(int64_t));                            \
+        Counter c;                                                                                \
         int32_t idx[BLOCK];                                                                       \
-        if (!sub) return -1;                                                                      \
+        int64_t outside, slots[bins + 1]; /* bins, then outside the grid */                       \
+        memset(slots, 0, sizeof slots);                                                           \
+        if (counter_open(&c, bins + 1, slots)) return -1;                                         \
+        int narrow = sizeof(T) == sizeof(float) && fabs(start) + (double)bins < 16777216.0;       \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
             const T *xb = x + b0;                                                                 \
-            _Pragma("omp simd")                                                                  \
-            for (int64_t i = 0; i < m; i++) {                                                     \
-                double v = (double)xb[i];                                                         \
-                double f = floor(v * scale);                                                      \
-                f = (f == 0.0 && v < 0.0) ? -1.0 : f;                                             \
-                f -= start;                                                                       \
-                idx[i] = (f >= 0.0 && f < (double)bins) ? (int32_t)f : (int32_t)bins;            \
+            if (narrow) {                                                                         \
+                ADAPTIVE_BINS(float, floorf)                                                      \
+            } else {                                                                              \
+                ADAPTIVE_BINS(double, floor)                                                      \
             }                                                                                     \
-            count_block(idx, m, width, sub);                                                      \
+            count_block(&c, idx, m);                                                              \
         }                                                                                         \
-        for (int k = 0; k < SUB; k++) outside += sub[k * width + bins];                           \
-        fold_counts(sub, width, counts);                                                          \
+        counter_close(&c);                                                                        \
+        for (int64_t b = 0; b < bins; b++) counts[b] += slots[b];                                 \
+        outside = slots[bins];                                                                    \
         return outside;                                                                           \
     }
 
@@ -124,10 +183,9 @@ static int fold_counts(int64_t *sub, int64_t width, int64_t *counts) {
     HOT static int64_t hist_fixed_##T(const T *x, int64_t n, double lo, double hi, double scale, \
                                       double shift, int has_shift, int64_t bins,                  \
                                       int64_t *counts) {                                          \
-        int64_t width = bins + 2;                                                                 \
-        int64_t *sub = calloc((size_t)(SUB * width), sizeof(int64_t));                            \
+        Counter c;                                                                                \
         int32_t idx[BLOCK];                                                                       \
-        if (!sub) return -1;                                                                      \
+        if (counter_open(&c, bins + 2, counts)) return -1;                                        \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
             const T *xb = x + b0;                                                                 \
@@ -139,9 +197,10 @@ static int fold_counts(int64_t *sub, int64_t width, int64_t *counts) {
                 f = v < lo ? (double)bins : (v > hi ? (double)(bins + 1) : f);                    \
                 idx[i] = (int32_t)f;                                                              \
             }                                                                                     \
-            count_block(idx, m, width, sub);                                                      \
+            count_block(&c, idx, m);                                                              \
         }                                                                                         \
-        return fold_counts(sub, width, counts);                                                   \
+        counter_close(&c);                                                                        \
+        return 0;                                                                                 \
     }
 
 /* ---- activations ---------------------------------------------------------------------------- */

@@ -78,8 +78,13 @@ def test_kernel_histograms_keep_the_edge_rules():
     # exactly on the fixed range's ends, and outside it, as numpy.histogram counts them
     tiny = np.array([[-1e-300, 0.0, 1e-300, 3e4, -5e3]])
     edges = np.array([[-1.0, -0.5, 0.0, 0.98, 1.0, 1.0 + 2**-52, -1.0 - 2**-52, 0.5]])
-    for x, fixed in ((tiny, None), (edges, (-1.0, 1.0))):
+    # float32 bins in float arithmetic while the grid's indices stay below 2**24, in double beyond
+    tiny32 = np.array([[-1.4e-45, 0.0, 1.4e-45, 3e4, -5e3]], np.float32)  # the smallest subnormal
+    far32 = (np.float32(3e7) + np.arange(40, dtype=np.float32)).reshape(1, -1)  # start ~ 2**25
+    for x, fixed in ((tiny, None), (edges, (-1.0, 1.0)), (tiny32, None), (far32, None)):
         same(*both(lambda: stats_of(x, 1, fixed_range=fixed)))
+    s, _ = stats_of(far32, 40)
+    assert abs(s.hist.start) + s.hist.bins > 2**24  # the double road was taken
     s, _ = stats_of(edges, 1, fixed_range=(-1.0, 1.0), bins=4)
     inside = edges[(edges >= -1) & (edges <= 1)]
     assert s.hist.counts.tolist() == np.histogram(inside, bins=4, range=(-1, 1))[0].tolist()
