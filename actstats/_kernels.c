@@ -293,63 +293,52 @@ static inline void exp_reduced_f(float y, float *em1, float *p2a, float *p2b) {
     *p2b = from_bits_f((uint32_t)(k - k1 + 127) << 23);
 }
 
-HOT static void tanh_float(const float *z, float *out, int64_t n) {
-    _Pragma("omp simd")
-    for (int64_t i = 0; i < n; i++) {
-        float x = z[i];
-        float ax = fabsf(x);
-        float em1, p2a, p2b;
-        exp_reduced_f(2.0f * (ax < 10.0f ? ax : 10.0f), &em1, &p2a, &p2b); /* tanh(10) rounds to 1 */
-        float p2 = p2a * p2b;
-        float e = p2 * em1 + (p2 - 1.0f);
-        out[i] = x == x ? copysignf(e / (e + 2.0f), x) : x;
-    }
-}
-
-HOT static void sigmoid_float(const float *z, float *out, int64_t n) {
-    _Pragma("omp simd")
-    for (int64_t i = 0; i < n; i++) {
-        float x = z[i];
-        float ax = fabsf(x);
-        float em1, p2a, p2b;
-        exp_reduced_f(-(ax < 105.0f ? ax : 105.0f), &em1, &p2a, &p2b); /* e^-105 rounds to 0 */
-        float e = (em1 + 1.0f) * p2a * p2b;
-        float s = 1.0f / (1.0f + e);
-        out[i] = x == x ? (x >= 0.0f ? s : e * s) : x;
-    }
-}
-
 /* tanh(x) = E / (E + 2), E = expm1(2|x|) = 2**k (expm1(r) + 1) - 1, with the sign of x: no
-   cancellation for small |x| (E ~ 2x), and |x| >= 20 (inf too) gives exactly +-1. */
-#define TANH(T)                                                                                  \
-    HOT static void tanh_##T(const T *z, T *out, int64_t n) {                                   \
-        _Pragma("omp simd")                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                         \
-            double x = (double)z[i];                                                              \
-            double ax = fabs(x);                                                                  \
-            double em1, p2a, p2b;                                                                 \
-            exp_reduced(2.0 * (ax < 20.0 ? ax : 20.0), &em1, &p2a, &p2b);                         \
-            double p2 = p2a * p2b;                                                                \
-            double e = p2 * em1 + (p2 - 1.0);                                                     \
-            out[i] = (T)(x == x ? copysign(e / (e + 2.0), x) : x); /* NaN stays NaN */                                               \
-        }                                                                                         \
-    }
+   cancellation for small |x| (E ~ 2x), and |x| >= 20 (inf too) gives exactly +-1 (float: 10). */
+static inline double tanh_d(double x) {
+    double ax = fabs(x), em1, p2a, p2b;
+    exp_reduced(2.0 * (ax < 20.0 ? ax : 20.0), &em1, &p2a, &p2b);
+    double p2 = p2a * p2b;
+    double e = p2 * em1 + (p2 - 1.0);
+    return x == x ? copysign(e / (e + 2.0), x) : x; /* NaN stays NaN */
+}
+
+static inline float tanh_f(float x) {
+    float ax = fabsf(x), em1, p2a, p2b;
+    exp_reduced_f(2.0f * (ax < 10.0f ? ax : 10.0f), &em1, &p2a, &p2b); /* tanh(10) rounds to 1 */
+    float p2 = p2a * p2b;
+    float e = p2 * em1 + (p2 - 1.0f);
+    return x == x ? copysignf(e / (e + 2.0f), x) : x;
+}
 
 /* sigmoid from e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below; e is right (subnormal,
-   then 0) down to x = -745; sigmoid(-inf) = 0, sigmoid(inf) = 1. */
-#define SIGMOID(T)                                                                               \
-    HOT static void sigmoid_##T(const T *z, T *out, int64_t n) {                                \
+   then 0) down to x = -745 (float: -104); sigmoid(-inf) = 0, sigmoid(inf) = 1. */
+static inline double sigmoid_d(double x) {
+    double ax = fabs(x), em1, p2a, p2b;
+    exp_reduced(-(ax < 746.0 ? ax : 746.0), &em1, &p2a, &p2b);
+    double e = (em1 + 1.0) * p2a * p2b;
+    double s = 1.0 / (1.0 + e);
+    return x == x ? (x >= 0.0 ? s : e * s) : x;
+}
+
+static inline float sigmoid_f(float x) {
+    float ax = fabsf(x), em1, p2a, p2b;
+    exp_reduced_f(-(ax < 105.0f ? ax : 105.0f), &em1, &p2a, &p2b); /* e^-105 rounds to 0 */
+    float e = (em1 + 1.0f) * p2a * p2b;
+    float s = 1.0f / (1.0f + e);
+    return x == x ? (x >= 0.0f ? s : e * s) : x;
+}
+
+#define UNARY(T, PHI)                                                                            \
+    HOT static void PHI##_loop(const T *z, T *out, int64_t n) {                                   \
         _Pragma("omp simd")                                                                      \
-        for (int64_t i = 0; i < n; i++) {                                                         \
-            double x = (double)z[i];                                                              \
-            double ax = fabs(x);                                                                  \
-            double em1, p2a, p2b;                                                                 \
-            exp_reduced(-(ax < 746.0 ? ax : 746.0), &em1, &p2a, &p2b);                            \
-            double e = (em1 + 1.0) * p2a * p2b;                                                   \
-            double s = 1.0 / (1.0 + e);                                                           \
-            out[i] = (T)(x == x ? (x >= 0.0 ? s : e * s) : x);                                                   \
-        }                                                                                         \
+        for (int64_t i = 0; i < n; i++) out[i] = PHI(z[i]);                                       \
     }
+
+UNARY(double, tanh_d)
+UNARY(float, tanh_f)
+UNARY(double, sigmoid_d)
+UNARY(float, sigmoid_f)
 
 SCAN(double)
 SCAN(float)
@@ -357,8 +346,6 @@ HIST_ADAPTIVE(double)
 HIST_ADAPTIVE(float)
 HIST_FIXED(double)
 HIST_FIXED(float)
-TANH(double)
-SIGMOID(double)
 
 /* ---- entry points: one per function, dtype chosen by a flag (0 float64, 1 float32) ----------- */
 #define EXPORT __attribute__((visibility("default")))
@@ -385,16 +372,16 @@ EXPORT int64_t actstats_hist_fixed(int f32, const void *x, int64_t n, double lo,
 
 EXPORT void actstats_tanh(int f32, const void *z, void *out, int64_t n) {
     if (f32)
-        tanh_float(z, out, n);
+        tanh_f_loop(z, out, n);
     else
-        tanh_double(z, out, n);
+        tanh_d_loop(z, out, n);
 }
 
 EXPORT void actstats_sigmoid(int f32, const void *z, void *out, int64_t n) {
     if (f32)
-        sigmoid_float(z, out, n);
+        sigmoid_f_loop(z, out, n);
     else
-        sigmoid_double(z, out, n);
+        sigmoid_d_loop(z, out, n);
 }
 
 /* An importable (empty) module, so that setuptools builds it as an extension and kernels.py finds

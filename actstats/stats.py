@@ -195,13 +195,11 @@ class Histogram:
             counts[self.bins - 1] += counts[self.bins]  # x == hi (or rounding to it): the last bin
             self.counts += counts[: self.bins]
             return
-        e = self._exponent(data_lo, data_hi)
-        start = _level(data_lo, e)
-        if self.e != e or self.start != start:
-            self._regrid(e, start)
+        scale, start = self.prepare(data_lo, data_hi)
+        e = self.e
         # x * 2**-e is exact (a power-of-two scaling), and so are its floor and floor - start
         # (integers below 2**51); only then is it truncated to int64
-        np.multiply(x, math.ldexp(1.0, -e), out=f)
+        np.multiply(x, scale, out=f)
         np.floor(f, out=f)
         if e > 0 and lo < 0 and hi > -math.ldexp(1.0, e - 1074):
             # a negative x so close to 0 that x * 2**-e underflowed to -0.0 belongs in bin -1, not 0
@@ -215,17 +213,26 @@ class Histogram:
     def _update_kernel(self, x: np.ndarray, data_lo: float, data_hi: float):
         """update's binning (the same bins), in one compiled pass."""
         if self.fixed is not None:
-            counts, under, over = kernels.hist_fixed(x, float(self.fixed[0]), float(self.fixed[1]),
-                                                     self._scale, self._shift, self.bins)
-            self.counts += counts
-            self.underflow += under
-            self.overflow += over
+            self.add(*kernels.hist_fixed(x, float(self.fixed[0]), float(self.fixed[1]),
+                                         self._scale, self._shift, self.bins))
             return
+        scale, start = self.prepare(data_lo, data_hi)  # may regrid: before self.counts is read
+        self.counts += kernels.hist_adaptive(x, scale, start, self.bins)
+
+    def prepare(self, data_lo: float, data_hi: float) -> tuple[float, int]:
+        """Adaptive grid: move to the grid of all data so far, [data_lo, data_hi], and return its
+        (2**-e, start) for binning a chunk as floor(x * 2**-e) - start."""
         e = self._exponent(data_lo, data_hi)
         start = _level(data_lo, e)
         if self.e != e or self.start != start:
             self._regrid(e, start)
-        self.counts += kernels.hist_adaptive(x, math.ldexp(1.0, -e), start, self.bins)
+        return math.ldexp(1.0, -e), start
+
+    def add(self, counts: np.ndarray, underflow: int = 0, overflow: int = 0):
+        """Counts of a chunk binned on this histogram's current grid."""
+        self.counts += counts
+        self.underflow += underflow
+        self.overflow += overflow
 
     def merge(self, other: "Histogram", data_lo: float, data_hi: float):
         if self.fixed is not None:
@@ -235,12 +242,10 @@ class Histogram:
             return
         if other.e is None:
             return
-        e = self._exponent(data_lo, data_hi)
-        start = _level(data_lo, e)
-        self._regrid(e, start)
+        self.prepare(data_lo, data_hi)
         theirs = Histogram(self.bins, None, self.dtype)
         theirs.counts, theirs.e, theirs.start = other.counts.copy(), other.e, other.start
-        theirs._regrid(e, start)
+        theirs._regrid(self.e, self.start)
         self.counts += theirs.counts
 
     def edges(self) -> np.ndarray:
