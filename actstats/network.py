@@ -162,9 +162,9 @@ class Pass:
     chunk_size: int = 0
 
 
-def _openblas_threads():
-    """(set, get) of the number of threads of the OpenBLAS that NumPy loaded, through ctypes, or
-    None (another BLAS, or not Linux): then the two halves of a chunk run one after the other."""
+def _openblas():
+    """(library, prefix, suffix) of the OpenBLAS that NumPy loaded, found through /proc/self/maps,
+    or None (another BLAS, or not Linux)."""
     import ctypes
 
     try:
@@ -178,15 +178,62 @@ def _openblas_threads():
         except OSError:
             continue
         for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
-            setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            if setter is not None and getter is not None:
-                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                return setter, getter
+            if all(hasattr(lib, f"{prefix}_{op}_num_threads{suffix}") for op in ("set", "get")):
+                return lib, prefix, suffix
     return None
 
 
-_BLAS = []  # cached _openblas_threads()
+def _openblas_threads():
+    """(set, get) of the number of threads of NumPy's OpenBLAS, or None: then the two halves of a
+    chunk run one after the other."""
+    import ctypes
+
+    found = _openblas()
+    if found is None:
+        return None
+    lib, prefix, suffix = found
+    setter = getattr(lib, f"{prefix}_set_num_threads{suffix}")
+    getter = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+    setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+    return setter, getter
+
+
+def _openblas_gemm_tn():
+    """``gemm_tn(a, b, out, beta)``: out = a.T @ b + beta * out in one BLAS call (cblas ?gemm), for
+    C-contiguous float64 or float32 arrays of one dtype; or None. Only for scipy-openblas builds
+    (NumPy's wheels), whose symbol names say the width of their integers (``64_``: 64-bit)."""
+    import ctypes
+
+    found = _openblas()
+    if found is None or found[1] != "scipy_openblas":
+        return None
+    lib, _, suffix = found
+    index = ctypes.c_int64 if suffix == "64_" else ctypes.c_int
+    fns = {}
+    for dtype, letter, real in ((np.float64, "d", ctypes.c_double), (np.float32, "s", ctypes.c_float)):
+        fn = getattr(lib, f"scipy_cblas_{letter}gemm{suffix}", None)
+        if fn is None:
+            return None
+        fn.argtypes = [ctypes.c_int] * 3 + [index] * 3 + [real, ctypes.c_void_p, index, ctypes.c_void_p,
+                                                           index, real, ctypes.c_void_p, index]
+        fn.restype = None
+        fns[np.dtype(dtype)] = fn
+    ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
+    def gemm_tn(a: np.ndarray, b: np.ndarray, out: np.ndarray, beta: float) -> bool:
+        fn = fns.get(a.dtype)
+        if fn is None or not (a.dtype == b.dtype == out.dtype and a.flags.c_contiguous
+                              and b.flags.c_contiguous and out.flags.c_contiguous):
+            return False
+        (k, m), n = a.shape, b.shape[1]  # a (k, m), b (k, n), out (m, n)
+        fn(ROW_MAJOR, TRANS, NO_TRANS, m, n, k, 1.0, a.ctypes.data, m, b.ctypes.data, n, beta,
+           out.ctypes.data, n)
+        return True
+
+    return gemm_tn
+
+
+_BLAS = []  # cached (_openblas_threads(), _openblas_gemm_tn())
 
 
 class _Part:
@@ -246,13 +293,28 @@ class _Part:
             W = net.weights[l]
             gp = np.multiply(d, slopes[l], out=work.get("grad_pre", slopes[l].shape, dtype))
             self.layers[l].grad_pre.update(gp, work=work)
-            if self.grad_w[l] is None:
-                self.grad_w[l] = posts[l].T @ gp
-            else:
-                self.grad_w[l] += np.matmul(posts[l].T, gp, out=work.get("grad_w", W.shape, dtype))
+            self._add_grad_weight(l, posts[l], gp)
             if l:
                 d = np.matmul(gp, W.T, out=work.get(f"d{l % 2}", (rows, W.shape[0]), dtype))
         self.t_bwd += time.perf_counter() - t1
+
+
+    def _add_grad_weight(self, l: int, a: np.ndarray, gp: np.ndarray):
+        """dL/dW of layer l += a.T @ gp over this chunk's rows: where BLAS is reachable, one call
+        that adds as it multiplies (beta = 1): no product buffer and no further pass over a
+        (fan_in, fan_out) array per chunk, which with many chunks of few rows (large widths, the
+        backward pass) costs as much as a quarter of the product."""
+        acc = self.grad_w[l]
+        gemm_tn = _BLAS[0][1] if _BLAS else None
+        if gemm_tn is not None:
+            out = np.empty((a.shape[1], gp.shape[1]), a.dtype) if acc is None else acc
+            if gemm_tn(a, gp, out, 0.0 if acc is None else 1.0):  # beta 0: out is not read
+                self.grad_w[l] = out
+                return
+        if acc is None:
+            self.grad_w[l] = a.T @ gp
+        else:
+            acc += np.matmul(a.T, gp, out=self.work.get("grad_w", acc.shape, acc.dtype))
 
 
 def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
@@ -278,8 +340,8 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
         return make_input(config.input, x_gen, rows, net.dims[0]).astype(dtype, copy=False)
 
     if not _BLAS:
-        _BLAS.append(_openblas_threads())
-    blas = _BLAS[0]
+        _BLAS.append((_openblas_threads(), _openblas_gemm_tn()))
+    blas = _BLAS[0][0]
     pool, g_ready = None, None
     # two threads only where BLAS may use two: a sweep worker limited to one BLAS thread (so that
     # workers x threads never exceed the cores) runs the two halves one after the other

@@ -261,3 +261,43 @@ def test_tanh_and_sigmoid_are_accurate_to_a_few_ulp_with_exact_limits():
     assert np.array_equal(sigmoid_slope(zz, s, out=np.empty_like(zz)), s * (1 - s))
     assert np.array_equal(relu(zz, out=np.empty_like(zz)), np.maximum(zz, 0))
     assert np.array_equal(relu_slope(zz, None, out=np.empty_like(zz)), (zz > 0) * 1.0)
+
+
+def test_blas_gemm_adds_as_it_multiplies():
+    # the backward pass's dL/dW += a.T @ gp in one BLAS call (beta = 1) against NumPy; beta = 0 must
+    # not read out (NaN there would survive 0 * NaN); arrays BLAS cannot take as they are are declined
+    from actstats.network import _openblas_gemm_tn
+
+    gemm_tn = _openblas_gemm_tn()
+    assert gemm_tn is not None  # NumPy's wheels ship scipy-openblas; CI installs them
+    gen = np.random.default_rng(3)
+    for dtype, rel in ((np.float64, 1e-13), (np.float32, 1e-5)):
+        a, b = gen.standard_normal((7, 5)).astype(dtype), gen.standard_normal((7, 3)).astype(dtype)
+        out = np.full((5, 3), np.nan, dtype)
+        assert gemm_tn(a, b, out, 0.0)
+        np.testing.assert_allclose(out, a.T @ b, rtol=rel)
+        before = out.copy()
+        assert gemm_tn(a, b, out, 1.0)
+        np.testing.assert_allclose(out, before + a.T @ b, rtol=rel)
+        assert not gemm_tn(a[:, ::2], b, np.empty((3, 3), dtype), 1.0)  # not contiguous
+        assert not gemm_tn(a, b.astype(np.float64 if dtype == np.float32 else np.float32), out, 1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_weight_gradients_through_blas_equal_numpy_products(dtype, monkeypatch):
+    # several chunks, so dL/dW accumulates; with BLAS's gemm (beta = 1) and with NumPy's product and sum
+    from actstats import network
+
+    assert 2 * MIN_PART_ROWS <= 130 and 40 < 2 * MIN_PART_ROWS  # chunks of 130 rows are cut in two, 40 not
+    config = {**SMALL, "act": "tanh", "batch": 300, "layers": 3, "chunk_size": 130, "dtype": dtype}
+    fast = run_experiment(config.copy())
+    network.run(RunConfig(**config))  # fills the cache of BLAS functions
+    threads, gemm_tn = network._BLAS[0]
+    assert gemm_tn is not None
+    calls = []
+    monkeypatch.setattr(network, "_BLAS", [(threads, lambda *args: calls.append(1) or gemm_tn(*args))])
+    assert run_experiment(config.copy()).layers == fast.layers  # the same road: the same numbers
+    assert len(calls) == 3 * (2 + 2 + 1)  # 3 layers x chunks of 130, 130 (two halves each) and 40 rows
+    monkeypatch.setattr(network, "_BLAS", [(threads, None)])
+    slow = run_experiment(config.copy())
+    assert_same_run(fast, slow, 1e-12 if dtype == "float64" else 1e-5)
