@@ -239,7 +239,7 @@ def plan_jobs(sweep, jobs: int | None, fresh: bool, out: Path) -> tuple[int, str
     want = jobs or cores
     note = None
     if want > cores:
-        note = f"--jobs {want} > {cores} cores: using {cores} workers"
+        note = f"--jobs {want} > {cores} core(s): using {cores} worker(s)"
         want = cores
     todo = [r for r in sweep.runs if fresh or not is_done(out / sweep.name / r.name, r.config)]
     if todo:
@@ -293,9 +293,11 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
         if note:
             messages.print(f"[dim]{note}[/dim]")
     else:
-        from .cluster import DaskExecutor, parse_address
+        from .cluster import DaskExecutor, core_warning
 
-        parse_address(cluster)  # a malformed address is a usage error even where Dask is missing
+        warning = core_warning(cluster)  # a malformed address is a usage error even where Dask is missing
+        if warning:
+            messages.print(f"[yellow]warning:[/yellow] {warning}")
         with messages.status(f"connecting to the Dask cluster {cluster}…"):
             executor = DaskExecutor(cluster)
     try:

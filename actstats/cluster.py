@@ -44,6 +44,20 @@ def parse_address(address: str) -> tuple[str, int | str]:
                       f"or local:N (N local worker processes).")
 
 
+def core_warning(address: str) -> str | None:
+    """``local:N`` with more workers than this machine's cores: allowed (the cluster's shape is the
+    user's, e.g. to rehearse losing workers; Dask allows it too), but each worker runs one BLAS thread,
+    so N > cores only shares the cores: the same numbers, no sooner. ``--jobs`` is capped instead."""
+    from .executors import available_cores
+
+    kind, where = parse_address(address)
+    cores = available_cores()
+    if kind == "local" and where > cores:
+        return (f"--cluster local:{where} > {cores} core(s): its {where} workers share them, "
+                "so the sweep is no faster (and takes more memory).")
+    return None
+
+
 def pinned(fn, *args):
     """Run ``fn(*args)`` on a worker with BLAS limited to one thread (see the module docstring)."""
     from . import network

@@ -239,7 +239,8 @@ SCHEMES: dict[str, Scheme] = {
     "critical": Scheme(
         {"q_star": 1.0}, "N(0, sigma_w^2/fan_in) and biases N(0, sigma_b^2) on the critical line "
         "chi_1 = 1 with fixed point q_star", "Poole et al. 2016; Schoenholz et al. 2017, 'Deep "
-        "information propagation'", "edge of chaos; tanh-like activations; sets the biases too"),
+        "information propagation'", "edge of chaos; sets the biases too; q_star must be a stable "
+        "fixed point (GELU: >= 3.562, sigmoid: >= 45.63)"),
 }
 
 DATA_DRIVEN = ("lsuv", "critical")  # finished by actstats.datainit once the net exists

@@ -36,7 +36,7 @@ from . import activations, inits
 from .errors import ConfigError
 
 CRITICAL_TOL = 1e-6  # |chi_1 - 1| below this counts as critical
-FUNCTIONS = ("phi2", "phi", "dphi2", "var")  # phi^2, phi, phi'^2, and Var[phi] = E[phi^2] - E[phi]^2
+FUNCTIONS = ("phi2", "phi", "dphi2", "var", "slope")  # phi^2, phi, phi'^2, Var[phi], d/dq E[phi^2]
 
 _U_MAX, _PANELS, _NODES = 12.0, 48, 12
 _ELU_CLOSED_FROM = 1e-3  # below this q the ELU closed form cancels; quadrature is exact enough there
@@ -85,14 +85,19 @@ def _quadrature(act, q: np.ndarray, f: str) -> np.ndarray:
                 a = act.phi(z)
                 if f == "dphi2":
                     total = total + act.dphi(z, a) ** 2
+                elif f == "slope":  # d/dq E[phi(sigma u)^2] = E[phi phi'(sigma u) u] / sigma
+                    total = total + a * act.dphi(z, a) * z
                 elif f == "var":  # centred on phi(0): no cancellation when Var[phi] << phi(0)^2
                     total, total_2 = total + (a - phi0) ** 2, total_2 + (a - phi0)
                 else:
                     total = total + (a * a if f == "phi2" else a)
             e = 0.5 * (total @ w)
             out[i:i + step] = e - (0.5 * (total_2 @ w)) ** 2 if f == "var" else e
+    if f == "slope":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out /= q
     if act.kind == "gelu":  # at q = inf, z * Phi(z) gives inf * 0; use the limits
-        out[np.isinf(q)] = {"phi2": np.inf, "phi": np.inf, "dphi2": 0.5, "var": np.inf}[f]
+        out[np.isinf(q)] = {"phi2": np.inf, "phi": np.inf, "dphi2": 0.5, "var": np.inf, "slope": 0.5}[f]
     return out
 
 
@@ -103,7 +108,7 @@ def _closed(act, q: np.ndarray, f: str) -> np.ndarray:
             return q * (1 + s * s) / 2
         if f == "phi":
             return (1 - s) * np.sqrt(q / (2 * math.pi)) if s != 1 else np.zeros_like(q)
-        if f == "dphi2":
+        if f in ("dphi2", "slope"):
             return np.full_like(q, (1 + s * s) / 2)
         return q * ((1 + s * s) / 2 - (1 - s) ** 2 / (2 * math.pi))
     # ELU/SELU, phi = lam z (z > 0), lam alpha (e^z - 1) (z < 0). With z = sigma u,
@@ -141,7 +146,7 @@ def expectation(act, q, f: str = "phi2"):
         out = _closed(act, flat, f)
     elif act.kind in ("elu", "selu"):
         out = np.empty_like(flat)
-        big = flat >= _ELU_CLOSED_FROM
+        big = (flat >= _ELU_CLOSED_FROM) & (f != "slope")  # the slope by quadrature throughout
         out[big], out[~big] = _closed(act, flat[big], f), _quadrature(act, flat[~big], f)
     else:
         out = _quadrature(act, flat, f)
@@ -238,12 +243,52 @@ def phase_diagram(act, sigma_w2, sigma_b2, q0: float = 1.0) -> dict:
     return {"sigma_w2": w, "sigma_b2": b, "q_star": q_star, "chi_1": chi_1, "xi_c": xi_c}
 
 
+def _on_critical_line(act, q):
+    """For q > 0 (a float or an array), the (sigma_w2, sigma_b2) whose fixed point is q with chi_1 = 1, and the length
+    map's slope there, sigma_w2 d/dq E[phi^2]. chi_1 = 1 fixes sigma_w2 and M(q) = q then fixes
+    sigma_b2, so a target q has exactly one candidate. It is a stable fixed point (layers converge to
+    it) iff the slope is < 1; the slope is 1 + sigma_w2 E[phi phi''], so phi phi'' < 0 on average
+    (tanh, ELU) gives < 1, and GELU, whose phi phi'' = z Phi(z) phi(z) (2 - z^2) is > 0 for small z,
+    gives > 1 below q ~ 3.55. ReLU-like maps are linear, slope 1: every q is fixed, none attracts."""
+    dphi2 = expectation(act, q, "dphi2")
+    sigma_w2 = 1 / dphi2
+    sigma_b2 = q - sigma_w2 * expectation(act, q, "phi2")
+    if act.kind in ("relu", "leaky_relu", "linear"):
+        return sigma_w2, sigma_b2, 0.0 * q  # marginal, accepted: q_star is the first layer's q
+    return sigma_w2, sigma_b2, sigma_w2 * expectation(act, q, "slope")
+
+
+def _working_q(act) -> str:
+    """Which critical:q_star=Q work for ``act``: from the lowest q above which every q on a log grid
+    (1e-6 to 1e12, four per decade) has sigma_b2 >= 0 and slope < 1, refined by bisection and
+    rounded up to 4 digits (tanh, ELU, SELU: any; sigmoid: >= 44.7x; GELU: >= 3.55x)."""
+    key = ("working_q", act.name)
+    if key not in _cache:
+        def ok(q):
+            _, sigma_b2, slope = _on_critical_line(act, q)
+            return (sigma_b2 >= -1e-12 * q) & (slope < 1)
+
+        grid = np.logspace(-6, 12, 73)
+        bad = np.flatnonzero(~ok(grid))
+        if bad.size == 0 or bad[-1] == grid.size - 1:
+            _cache[key] = "no q_star from 1e-06 to 1e+12 works" if bad.size else ""
+        else:
+            lo, hi = grid[bad[-1]], grid[bad[-1] + 1]
+            while hi - lo > 1e-9 * hi:
+                mid = math.sqrt(lo * hi)
+                lo, hi = (lo, mid) if ok(np.array([mid]))[0] else (mid, hi)
+            step = 10.0 ** (math.floor(math.log10(hi)) - 3)
+            _cache[key] = f"q_star must be >= {math.ceil(hi / step) * step:.4g}"
+    return _cache[key]
+
+
 def critical_point(act, sigma_b2: float = 0.0, target_q: float | None = None,
                    q0: float = 1.0) -> CriticalPoint:
     """A point (sigma_w2, sigma_b2, q_star) on the critical line chi_1 = 1 (Schoenholz et al. 2017).
 
     With ``target_q``: sigma_w2 = 1 / E[phi'(sqrt(q) u)^2] and sigma_b2 = q - sigma_w2 E[phi(sqrt(q) u)^2],
-    so that q = target_q is the fixed point (an error if that needs sigma_b2 < 0). Otherwise: the
+    so that q = target_q is the fixed point; an error if that needs sigma_b2 < 0 or if q is an unstable
+    fixed point (layers move away from it, GELU below q ~ 3.55), naming the q_star that work. Otherwise: the
     sigma_w2 whose fixed point (reached from q0) has chi_1 = 1, by Brent's method. tanh at
     sigma_b2 = 0 gives sigma_w2 = 1 with q_star -> 0. For ReLU-like maps the line is sigma_w2 = 2/(1+s^2),
     sigma_b2 = 0, where every q is fixed (q_star = sigma_w2 q0).
@@ -254,11 +299,14 @@ def critical_point(act, sigma_b2: float = 0.0, target_q: float | None = None,
             raise ConfigError("give sigma_b2 or target_q, not both.")
         if not target_q > 0:
             raise ConfigError(f"target_q == {target_q:g}, must be > 0.")
-        sigma_w2 = 1 / expectation(act, target_q, "dphi2")
-        sigma_b2 = target_q - sigma_w2 * expectation(act, target_q, "phi2")
+        sigma_w2, sigma_b2, slope = (float(v) for v in _on_critical_line(act, float(target_q)))
         if sigma_b2 < -1e-12 * target_q:
             raise ConfigError(f"{act.name} has no critical point with q_star == {target_q:g}: "
-                              f"it would need sigma_b2 == {sigma_b2:.3g} < 0.")
+                              f"it would need sigma_b2 == {sigma_b2:.3g} < 0; {_working_q(act)}.")
+        if not slope < 1:
+            raise ConfigError(f"{act.name} has no stable critical point with q_star == {target_q:g}: "
+                              f"the length map's slope there is {slope:.4g} >= 1, so q_l moves away "
+                              f"from it; {_working_q(act)}.")
         return CriticalPoint(sigma_w2, max(sigma_b2, 0.0), float(target_q))
     if act.kind in ("relu", "leaky_relu", "linear"):
         sigma_w2 = 1 / expectation(act, 1.0, "dphi2")

@@ -323,3 +323,18 @@ def test_a_local_sweep_never_imports_dask(tmp_path):
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))\n", tmp_path)
     assert (proc.returncode, proc.stdout) == (0, "[]\n"), proc.stderr
     assert (tmp_path / "results" / "small" / "summary.csv").is_file()
+
+
+def test_local_n_above_the_cores_runs_but_warns_once_on_stderr(tmp_path, monkeypatch):
+    # unlike --jobs, local:N keeps the N workers the user asked for (e.g. to rehearse losing one)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("name: one\nbase: {layers: 2, width: 8, batch: 10}\nruns: [{init: he}]\n")
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        cli, ["sweep", str(cfg), "--out", str(tmp_path), "--cluster", "local:2", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    warning = ("warning: --cluster local:2 > 1 core(s): its 2 workers share them, so the sweep is no "
+               "faster (and takes more memory).")
+    assert result.stderr.splitlines()[0] == warning
+    assert result.stderr.count("local:2") == 1
+    assert ", 2 worker(s), " in result.stderr.splitlines()[-1]

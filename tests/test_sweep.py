@@ -481,3 +481,15 @@ def test_runs_of_different_depths_draw_side_by_side():
     assert sorted(len(ln.get_xdata()) for ln in measured) == [2, 3, 3]
     for run, ln in zip(s.runs, measured):
         assert list(ln.get_ydata()) == results[run.name].column("post", "std")
+
+
+def test_jobs_above_the_cores_is_capped_with_one_line_on_stderr(tmp_path, monkeypatch):
+    # each worker runs BLAS on one thread, so workers <= cores keeps workers x threads <= cores;
+    # more workers would only share the cores (executors.available_cores reads the affinity mask)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    cfg = write(tmp_path, "name: c\nbase: {layers: 2, width: 8, batch: 10}\ngrid: {init: [xavier, he]}\n")
+    result = CliRunner(env={"COLUMNS": "400"}).invoke(
+        cli, ["sweep", str(cfg), "--out", str(tmp_path / "r"), "--jobs", "3", "--no-plots"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == "--jobs 3 > 1 core(s): using 1 worker(s)"
+    assert ", 1 worker(s), " in result.stderr.splitlines()[-1]  # the Wrote line

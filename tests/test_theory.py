@@ -221,6 +221,108 @@ def test_critical_point_errors_and_relu():
         theory.critical_point("tanh", sigma_b2=0.1, target_q=1.0)
 
 
+def quad_slope(spec, q, h=1e-4):
+    """d/dq E[phi(z)^2], z ~ N(0, q), as a central difference quotient of quad_expect (error ~1e-8)."""
+    return (quad_expect(spec, q * (1 + h), "phi2") - quad_expect(spec, q * (1 - h), "phi2")) / (2 * q * h)
+
+
+@pytest.mark.parametrize("spec", ["tanh", "sigmoid", "gelu", "elu", "selu"])
+def test_length_map_slope_matches_a_difference_quotient(spec):
+    for q in (0.1, 1.0, 4.0, 100.0):
+        assert theory.expectation(spec, q, "slope") == pytest.approx(quad_slope(spec, q), rel=1e-6)
+
+
+def gelu_phi_phi2(z):
+    """phi(z) phi''(z) for GELU: phi = z Phi(z), phi' = Phi(z) + z pdf(z), phi'' = pdf(z) (2 - z^2)."""
+    pdf = math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+    return z * 0.5 * math.erfc(-z / math.sqrt(2)) * pdf * (2 - z * z)
+
+
+def lowest_working(f, lo, hi):
+    """The root of f in [lo, hi] rounded up to 4 significant digits, as the error message says it."""
+    from scipy.optimize import brentq
+
+    root = brentq(f, lo, hi, xtol=1e-13)
+    step = 10.0 ** (math.floor(math.log10(root)) - 3)
+    return f"{math.ceil(root / step) * step:.4g}"
+
+
+def test_gelu_critical_q_star_1_is_an_unstable_fixed_point_and_is_refused():
+    # chi_1 = 1 fixes sigma_w2 and M(1) = 1 fixes sigma_b2: the only candidate for q_star = 1
+    sigma_w2 = 1 / quad_expect("gelu", 1.0, "dphi2")
+    sigma_b2 = 1 - sigma_w2 * quad_expect("gelu", 1.0, "phi2")
+    M = lambda q: sigma_w2 * quad_expect("gelu", q, "phi2") + sigma_b2  # noqa: E731
+    assert M(1.0) == pytest.approx(1.0, rel=1e-12)
+    assert M(1.05) > 1.05 and M(0.95) < 0.95  # q_l moves away from 1 on both sides
+    slope = sigma_w2 * quad_slope("gelu", 1.0)
+    assert slope > 1
+    # slope = 1 + sigma_w2 E[phi phi'']: stable exactly where E[phi phi''] < 0, q > 3.5616 for GELU
+    def e_phi_phi2(q):
+        sd = math.sqrt(q)
+        return integrate.quad(lambda u: gelu_phi_phi2(sd * u) * math.exp(-u * u / 2), -12, 12,
+                              points=[0.0], epsabs=1e-13, limit=200)[0]
+    bound = lowest_working(e_phi_phi2, 2.0, 5.0)
+    assert bound == "3.562"
+    for target in (0.1, 1.0):
+        sigma_w2 = 1 / quad_expect("gelu", target, "dphi2")
+        slope = sigma_w2 * quad_slope("gelu", target)
+        with pytest.raises(ConfigError) as err:
+            theory.critical_point("gelu", target_q=target)
+        assert str(err.value) == (
+            f"gelu has no stable critical point with q_star == {target:g}: the length map's slope "
+            f"there is {slope:.4g} >= 1, so q_l moves away from it; q_star must be >= {bound}.")
+
+
+def test_gelu_critical_q_star_4_is_reached_from_below_and_above():
+    sigma_w2 = 1 / quad_expect("gelu", 4.0, "dphi2")
+    sigma_b2 = 4 - sigma_w2 * quad_expect("gelu", 4.0, "phi2")
+    point = theory.critical_point("gelu", target_q=4.0)
+    assert point.sigma_w2 == pytest.approx(sigma_w2, rel=1e-10) and point.q_star == 4.0
+    assert point.sigma_b2 == pytest.approx(sigma_b2, rel=1e-9)
+    assert 0.99 < sigma_w2 * quad_slope("gelu", 4.0) < 1  # attracts, slowly: ~270 layers per e-fold
+    # iterate the length map with a 101-node Gauss-Hermite rule (phi is smooth; M(4) - 4 ~ 3e-11)
+    from scipy.special import ndtr
+
+    u, w = np.polynomial.hermite_e.hermegauss(101)
+    w = w / w.sum()
+    for q0 in (1.0, 10.0):  # input E[x^2]: from q_1 = 2.16 below and 19.9 above
+        q = sigma_w2 * q0 + sigma_b2
+        for _ in range(6000):
+            z = math.sqrt(q) * u
+            q = sigma_w2 * float(w @ (z * ndtr(z)) ** 2) + sigma_b2
+        assert q == pytest.approx(4.0, abs=1e-7)
+    fp = theory.fixed_point("gelu", point.sigma_w2, point.sigma_b2)
+    assert fp.q_star == pytest.approx(4.0, rel=1e-9) and fp.phase == "critical"
+
+
+@pytest.mark.parametrize("spec", list(activations.ACTIVATIONS))
+@pytest.mark.parametrize("target", [0.1, 1.0, 4.0])
+def test_critical_q_star_for_every_activation(spec, target):
+    phi2, dphi2 = quad_expect(spec, target, "phi2"), quad_expect(spec, target, "dphi2")
+    sigma_b2 = target - phi2 / dphi2
+    if spec == "sigmoid":  # sigma_b2 < 0 until q ~ 45.6, where E[phi^2] / E[phi'^2] = q
+        bound = lowest_working(lambda q: q - quad_expect(spec, q, "phi2") / quad_expect(spec, q, "dphi2"),
+                               10.0, 100.0)
+        with pytest.raises(ConfigError) as err:
+            theory.critical_point(spec, target_q=target)
+        assert str(err.value) == (f"sigmoid has no critical point with q_star == {target:g}: it would "
+                                  f"need sigma_b2 == {sigma_b2:.3g} < 0; q_star must be >= {bound}.")
+        return
+    if spec == "gelu" and target < 3.5:  # the unstable ones, above
+        with pytest.raises(ConfigError, match="^gelu has no stable critical point"):
+            theory.critical_point(spec, target_q=target)
+        return
+    point = theory.critical_point(spec, target_q=target)
+    fp = theory.fixed_point(spec, point.sigma_w2, point.sigma_b2)
+    assert point.sigma_w2 == pytest.approx(1 / dphi2, rel=1e-9) and fp.phase == "critical"
+    if spec in ("relu", "leaky_relu", "linear"):  # every q is fixed: q_star is the first layer's
+        assert point.sigma_b2 == 0 and fp.q_star == pytest.approx(point.sigma_w2, rel=1e-12)
+    else:
+        assert point.sigma_b2 == pytest.approx(sigma_b2, rel=1e-8, abs=1e-12)
+        assert point.sigma_w2 * quad_slope(spec, target) < 1
+        assert fp.q_star == pytest.approx(target, rel=1e-8)
+
+
 # --- phase diagram ----------------------------------------------------------------------------------
 
 

@@ -205,3 +205,19 @@ def test_homogeneous_activations_say_why_q_star_is_the_first_layers_q():
     relu = invoke(["--act", "relu", "--no-plots"])
     tanh = invoke(["--act", "tanh", "--no-plots"])
     assert why in " ".join(relu.output.split()) and why not in " ".join(tanh.output.split())
+
+
+GELU_Q1 = ("gelu has no stable critical point with q_star == 1: the length map's slope there is 1.067 "
+           ">= 1, so q_l moves away from it; q_star must be >= 3.562.")  # numbers: test_theory.py
+
+
+def test_gelu_critical_q_star_1_is_refused_by_run_and_explained_by_theory(tmp_path):
+    out = CliRunner().invoke(cli, ["run", "--act", "gelu", "--init", "critical", "--layers", "3",
+                                   "--width", "20", "--out", str(tmp_path)])
+    assert (out.exit_code, out.output) == (2, f"Error: {GELU_Q1}\n")
+    assert not any(tmp_path.iterdir())
+    rows = json.loads(invoke(["--act", "gelu", "--no-plots", "--json", "-q"]).output)["inits"]
+    assert next(r for r in rows if r["init"] == "critical:q_star=1")["reason"] == GELU_Q1
+    (row,) = json.loads(invoke(["--act", "gelu", "--init", "critical:q_star=4", "--no-plots", "--json",
+                                "-q"]).output)["inits"]
+    assert row["q_star"] == pytest.approx(4.0, rel=1e-9) and row["phase"] == "critical"
