@@ -149,13 +149,15 @@ def sigmoid_slope(z, a, out=None):
 
 
 def relu_slope(z, a, out=None):
-    """1 where z > 0, else 0 (also for NaN)."""
+    """1 where a > 0 (exactly where z > 0, as a = max(z, 0)), else 0 (also for NaN)."""
     if out is None:
-        return (z > 0).astype(z.dtype)
-    return np.greater(z, 0, out=out, casting="unsafe")
+        return (a > 0).astype(a.dtype)
+    return np.greater(a, 0, out=out, casting="unsafe")
 
 
-IN_PLACE = ("tanh", "sigmoid", "relu")  # kinds whose phi(z, out, work) and dphi(z, a, out) write in place
+# kinds whose phi(z, out, work) and dphi(z, a, out) write in place, and whose dphi reads a alone (the
+# backward pass keeps each layer's post, not its phi', and computes phi' from it when it needs it)
+IN_PLACE = ("tanh", "sigmoid", "relu")
 
 
 def _erf_ndtr(z):

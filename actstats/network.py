@@ -78,14 +78,18 @@ def make_input(kind: str, gen: np.random.Generator, rows: int, dim: int) -> np.n
 
 
 def per_sample_bytes(config: RunConfig) -> int:
-    """Bytes one sample needs during a pass: every layer's post and phi' kept for the backward pass
-    (two posts in turn without it), the layer's pre, the work buffers of the statistics (float64),
-    of phi and of the backward pass, and the input (and loss projection) rows, this chunk's and the
-    next one's."""
+    """Bytes one sample needs during a pass: every layer's post kept for the backward pass, and its
+    phi' unless phi' is computed from the post (two posts in turn without a backward pass), the
+    layer's pre, the work buffers of the statistics (float64), of phi and of the backward pass, and
+    the input (and loss projection) rows, this chunk's and the next one's."""
     dims = config.dims
     item = np.dtype(config.dtype).itemsize
     widest = max(dims)
-    kept = 2 * sum(dims[1:]) * item if config.backward else 2 * widest * item
+    if config.backward:
+        from_post = activations.get(config.act).kind in activations.IN_PLACE
+        kept = (sum(dims[1:]) + (widest if from_post else sum(dims[1:]))) * item
+    else:
+        kept = 2 * widest * item
     layer = widest * (3 * item + STATS_WORK_BYTES + (3 * item if config.backward else 0))
     inputs = (dims[0] + (dims[-1] if config.backward else 0)) * (16 + item)
     return kept + layer + inputs
@@ -279,11 +283,9 @@ class _Part:
                 a = act.phi(z)
             st.post.update(a, n_saturated=sat, work=work)
             if config.backward:
-                slope = (act.dphi(z, a, out=work.get(f"slope{l}", z.shape, dtype)) if in_place
-                         else act.dphi(z, a))
-                st.slope_sum += float(np.sum(slope, dtype=np.float64))
                 posts.append(a)
-                slopes.append(slope)
+                if not in_place:  # phi' needs z: computed now and kept (else from a, when needed)
+                    slopes.append(act.dphi(z, a))
         t1 = time.perf_counter()
         self.t_fwd += t1 - t0
         if not config.backward:
@@ -291,7 +293,10 @@ class _Part:
         d = g()  # (rows, fan_out of the last layer)
         for l in range(len(net.weights) - 1, -1, -1):
             W = net.weights[l]
-            gp = np.multiply(d, slopes[l], out=work.get("grad_pre", slopes[l].shape, dtype))
+            a = posts[l + 1]
+            slope = act.dphi(None, a, out=work.get("slope", a.shape, dtype)) if in_place else slopes[l]
+            self.layers[l].slope_sum += float(np.sum(slope, dtype=np.float64))
+            gp = np.multiply(d, slope, out=work.get("grad_pre", a.shape, dtype))
             self.layers[l].grad_pre.update(gp, work=work)
             self._add_grad_weight(l, posts[l], gp)
             if l:
