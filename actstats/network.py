@@ -303,7 +303,6 @@ class _Part:
                 d = np.matmul(gp, W.T, out=work.get(f"d{l % 2}", (rows, W.shape[0]), dtype))
         self.t_bwd += time.perf_counter() - t1
 
-
     def _add_grad_weight(self, l: int, a: np.ndarray, gp: np.ndarray):
         """dL/dW of layer l += a.T @ gp over this chunk's rows: where BLAS is reachable, one call
         that adds as it multiplies (beta = 1): no product buffer and no further pass over a
