@@ -229,16 +229,14 @@ class Histogram:
         return math.ldexp(1.0, -e), start
 
     def add(self, counts: np.ndarray, underflow: int = 0, overflow: int = 0):
-        """Counts of a chunk binned on this histogram's current grid."""
+        """Counts binned on this histogram's grid (a fixed one's: a chunk's, or another part's)."""
         self.counts += counts
         self.underflow += underflow
         self.overflow += overflow
 
     def merge(self, other: "Histogram", data_lo: float, data_hi: float):
         if self.fixed is not None:
-            self.counts += other.counts
-            self.underflow += other.underflow
-            self.overflow += other.overflow
+            self.add(other.counts, other.underflow, other.overflow)
             return
         if other.e is None:
             return
