@@ -422,6 +422,9 @@ def _check(c, at: str, backward: bool, sweep) -> Check:
             for code in codes:
                 if code not in allowed:
                     raise ConfigError(f"{at}.{kind}: unknown {kind} '{code}'{did_you_mean(str(code), allowed)}")
+                if not backward and code in BACKWARD:  # a forward-only run judges no gradients
+                    raise ConfigError(f"{at}.{kind}: {code} needs the backward pass, but a selected run "
+                                      "has backward: false.")
             return Check(kind, codes=tuple(codes))
     q = _quantity(c, at, backward)
     over_seeds = c.get("over_seeds")
