@@ -7,8 +7,9 @@ Grammar (README "Claims" has the examples)::
       where: {FIELD: VALUE | [VALUES]}  # the runs it is about (default every run); also name: RUN
       check: CHECK | [CHECK, ...]       # every check must hold in every selected run
 
-    CHECK = {verdict: CODE | [CODES]}   # the diagnosis verdict is (one of) CODE
-          | {finding: CODE | [CODES]}   # the diagnosis lists every CODE (e.g. grad_vanish)
+    CHECK = {verdict: CODE | [CODES]}   # the run's verdict (the worse of both passes) is (one of) CODE
+          | {finding: CODE | [CODES]}   # the diagnosis lists every CODE (e.g. grad_vanish; healthy:
+                                        # the activations are healthy, whatever the gradients do)
           | {stat: TENSOR.STAT, layer: LAYERS, [over: DEN], [per_layer: true], [reduce: mean|min|max],
              [over_seeds: mean|median|min|max], OP: X, ...}
     LAYERS = 3 | -1 | first | last | all | "2..last" | [1, 5, -1]   (every selected layer must hold)
@@ -29,6 +30,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .diagnosis import BACKWARD, FORWARD, SEVERITY
 from .errors import ConfigError, did_you_mean
 
 BASE = ("count", "mean", "std", "min", "max", "frac_zero", "frac_nonfinite", "hist_underflow",
@@ -43,9 +45,8 @@ STATS = {
 }
 BOOLEAN = ("symmetric",)
 BACKWARD_ONLY = ("grad_pre", "grad_weight", "post.mean_slope")
-VERDICTS = ("nonfinite", "symmetric", "zero", "saturates", "dies", "collapse", "explode", "healthy")
-FINDINGS = VERDICTS + ("grad_nonfinite", "grad_vanish", "grad_explode", "grad_healthy",  # diagnosis.py
-                       "theory", "theory_na", "theory_departs")
+VERDICTS = SEVERITY
+FINDINGS = FORWARD + BACKWARD + ("theory", "theory_na", "theory_departs")  # diagnosis.py
 OPS = ("lt", "le", "gt", "ge", "eq", "approx", "between")
 SYMBOL = {"lt": "<", "le": "≤", "gt": ">", "ge": "≥", "eq": "=", "approx": "≈"}
 AGGREGATES = {"mean": statistics.fmean, "median": statistics.median, "min": min, "max": max}
@@ -421,6 +422,9 @@ def _check(c, at: str, backward: bool, sweep) -> Check:
             for code in codes:
                 if code not in allowed:
                     raise ConfigError(f"{at}.{kind}: unknown {kind} '{code}'{did_you_mean(str(code), allowed)}")
+                if not backward and code in BACKWARD:  # a forward-only run judges no gradients
+                    raise ConfigError(f"{at}.{kind}: {code} needs the backward pass, but a selected run "
+                                      "has backward: false.")
             return Check(kind, codes=tuple(codes))
     q = _quantity(c, at, backward)
     over_seeds = c.get("over_seeds")

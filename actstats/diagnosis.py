@@ -1,8 +1,13 @@
 """A plain-words verdict on a run, read off the per-layer numbers.
 
-Each finding has a ``code`` (stable, for claims and tests), a ``text`` (for people) and the numbers
-behind it. The verdict is the most serious forward-pass finding: nonfinite > symmetric > zero >
-saturates > dies > collapse > explode > healthy. Gradient findings are listed after it.
+Each finding has a ``code`` (stable, for claims and tests), a ``text`` (for people, its first words
+name the pass it judges: "activations ..." or "gradients ...") and the numbers behind it. Each pass
+gets its own verdict (``forward``; ``backward``, None when no backward pass ran or its trend cannot be
+read), and the run's ``verdict`` is the worse of the two: nonfinite > symmetric > zero > saturates >
+dies > collapse > explode > grad_nonfinite > grad_explode > grad_vanish > healthy. A forward finding
+outranks a gradient one because it is usually their cause (collapsed activations vanish gradients);
+so a run is "healthy" only when its activations are and its gradients neither vanish nor explode.
+The verdict's finding comes first in ``findings``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ COLLAPSE_RATIO = 0.1     # last/first std below this: collapse; above 1/this: ex
 SATURATED = 0.5          # mean saturated fraction at or above this: saturates
 DEAD = 0.9               # a layer's zero fraction at or above this: dies
 
-SEVERITY = ("nonfinite", "symmetric", "zero", "saturates", "dies", "collapse", "explode", "healthy")
+FORWARD = ("nonfinite", "symmetric", "zero", "saturates", "dies", "collapse", "explode", "healthy")
+BACKWARD = ("grad_nonfinite", "grad_explode", "grad_vanish", "grad_healthy")
+SEVERITY = FORWARD[:-1] + BACKWARD[:-1] + ("healthy",)  # the run's verdict is one of these
 
 
 def _fmt(x: float) -> str:
@@ -59,33 +66,33 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
     if bad is not None:
         frac = post[-1]["frac_nonfinite"]
         found.append({"code": "nonfinite", "layer": bad, "frac_last": frac,
-                      "text": f"explodes: values stop being finite at layer {bad} "
+                      "text": f"activations explode: values stop being finite at layer {bad} "
                               f"({frac:.0%} inf/NaN at layer {L})"})
 
     sym = [i + 1 for i, p in enumerate(post) if p.get("symmetric")]
     if sym:
         where = layer_ranges(sym)
         found.append({"code": "symmetric", "layers": sym,
-                      "text": f"symmetric: every unit of a layer computes the same value ({where}); "
+                      "text": f"activations symmetric: every unit of a layer computes the same value ({where}); "
                               "their gradients are identical too, so training cannot tell them apart"})
 
     stds = [p["std"] for p in post]
     finite_stds = all(math.isfinite(s) for s in stds)
     if finite_stds and all(s == 0 for s in stds):
-        found.append({"code": "zero", "text": "every activation is exactly constant (std 0 in all layers)"})
+        found.append({"code": "zero", "text": "activations constant: std exactly 0 in all layers"})
     elif finite_stds and L > 1 and stds[0] > 0 and bad is None:  # no trend from finite leftovers
         if stds[-1] == 0:
             found.append({"code": "collapse", "ratio": 0.0, "factor": 0.0,
-                          "text": f"collapses to exactly 0 by layer {L} (std {_fmt(stds[0])} at layer 1)"})
+                          "text": f"activations collapse to exactly 0 by layer {L} (std {_fmt(stds[0])} at layer 1)"})
         else:
             ratio, factor = _trend(stds)
             if ratio < COLLAPSE_RATIO:
                 found.append({"code": "collapse", "ratio": ratio, "factor": factor,
-                              "text": f"collapses toward 0: std ×{factor:.2f} per layer "
+                              "text": f"activations collapse toward 0: std ×{factor:.2f} per layer "
                                       f"({_fmt(stds[0])} at layer 1 → {_fmt(stds[-1])} at layer {L})"})
             elif ratio > 1 / COLLAPSE_RATIO:
                 found.append({"code": "explode", "ratio": ratio, "factor": factor,
-                              "text": f"explodes: std ×{factor:.2f} per layer "
+                              "text": f"activations explode: std ×{factor:.2f} per layer "
                                       f"({_fmt(stds[0])} at layer 1 → {_fmt(stds[-1])} at layer {L})"})
 
     if saturates:
@@ -93,7 +100,7 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
         mean_sat = sum(sat) / L
         if mean_sat >= SATURATED:
             found.append({"code": "saturates", "frac": mean_sat,
-                          "text": f"saturates: {mean_sat:.0%} of units saturated on average "
+                          "text": f"activations saturate: {mean_sat:.0%} of units saturated on average "
                                   f"({sat[-1]:.0%} at layer {L}); φ' is near 0 there"})
 
     if act_kind in ("relu",):
@@ -102,21 +109,38 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
         dead_units = post[-1].get("frac_dead_units", 0.0)
         if zero[worst] >= DEAD and not any(f["code"] in ("zero", "symmetric") for f in found):
             found.append({"code": "dies", "layer": worst + 1, "frac": zero[worst],
-                          "text": f"dies: {zero[worst]:.0%} of outputs are exactly 0 at layer "
+                          "text": f"activations die: {zero[worst]:.0%} of outputs are exactly 0 at layer "
                                   f"{worst + 1} ({dead_units:.0%} of units at layer {L} are 0 "
                                   "for every sample)"})
 
-    if not any(f["code"] in SEVERITY[:-1] for f in found):
+    if not any(f["code"] in FORWARD[:-1] for f in found):
         lo, hi = min(stds), max(stds)
         span = f"over layers 1–{L}" if L > 1 else "at layer 1"
-        text = (f"healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} {span}" if L > 1
-                else f"healthy: post std {_fmt(lo)} {span}")
+        text = (f"activations healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} {span}" if L > 1
+                else f"activations healthy: post std {_fmt(lo)} {span}")
         found.append({"code": "healthy", "text": text})
 
-    found.extend(_gradients(layers))
-    order = {c: i for i, c in enumerate(SEVERITY)}
-    verdict = min((f["code"] for f in found if f["code"] in order), key=order.get)
-    return {"verdict": verdict, "findings": found}
+    forward = min((f["code"] for f in found), key=FORWARD.index)
+    grads = _gradients(layers)
+    backward = grads[0]["code"] if grads else None
+    verdict = min((c for c in (forward, backward) if c in SEVERITY), key=SEVERITY.index)
+    found.extend(grads)
+    found.insert(0, found.pop(next(i for i, f in enumerate(found) if f["code"] == verdict)))
+    return {"verdict": verdict, "forward": forward, "backward": backward, "findings": found}
+
+
+def _pass(code: str) -> str | None:
+    return "backward" if code in BACKWARD else "forward" if code in FORWARD else None
+
+
+def headline(diag: dict) -> list[dict]:
+    """The verdict's finding, then the other pass's first finding if there is one: what a figure's
+    title or a report row shows (also for results saved before the verdict judged both passes)."""
+    findings = diag.get("findings", [])
+    verdict = diag.get("verdict")
+    first = [f for f in findings if f.get("code") == verdict][:1]
+    other = [f for f in findings if _pass(f.get("code", "")) not in (None, _pass(verdict or ""))][:1]
+    return first + other
 
 
 def _gradients(layers: list[dict]) -> list[dict]:
@@ -149,16 +173,10 @@ def _gradients(layers: list[dict]) -> list[dict]:
         return []
     ratio = g[0] / g[-1]  # input side over output side
     factor = ratio ** (1 / (L - 1))
-    if ratio < COLLAPSE_RATIO:
-        return [{"code": "grad_vanish", "ratio": ratio, "factor": factor,
-                 "text": f"gradients vanish toward the input: grad std ×{factor:.2f} per layer "
-                         f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
-    if ratio > 1 / COLLAPSE_RATIO:
-        return [{"code": "grad_explode", "ratio": ratio, "factor": factor,
-                 "text": f"gradients explode toward the input: grad std ×{factor:.2f} per layer "
-                         f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
-    return [{"code": "grad_healthy", "ratio": ratio,
-             "text": f"gradients healthy: grad std between {_fmt(min(g))} and {_fmt(max(g))}"}]
+    word = "vanish" if ratio < COLLAPSE_RATIO else "explode" if ratio > 1 / COLLAPSE_RATIO else "healthy"
+    return [{"code": f"grad_{word}", "ratio": ratio, "factor": factor,
+             "text": f"gradients {word}: grad std ×{factor:.2f} per layer toward the input "
+                     f"({_fmt(g[-1])} at layer {L} → {_fmt(g[0])} at layer 1)"}]
 
 
 THEORY_GAP = 0.10  # measured and predicted std differing by more than this is reported

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnosis import spans
+from .diagnosis import headline, spans
 
 DPI = 100
 MAX_PANELS = 10                      # histogram columns; deeper nets show evenly spaced layers
@@ -78,14 +78,14 @@ def _theory(result, key: str) -> np.ndarray | None:
 
 
 def _finding_lines(result) -> list[str]:
-    """The verdict's text, then the gradient finding's (if any)."""
+    """The verdict's text, then the other pass's (activations or gradients), if any."""
     diag = result.diagnosis or {}
     verdict = diag.get("verdict", "?")
-    findings = diag.get("findings", [])
-    text = next((f.get("text", "") for f in findings if f.get("code") == verdict), "")
-    lines = [f"verdict: {verdict} — {text}" if text else f"verdict: {verdict}"]
-    lines += [f.get("text", "") for f in findings if str(f.get("code", "")).startswith("grad_")]
-    return lines
+    found = headline(diag)
+    texts = [f.get("text", "") for f in found]
+    if found and found[0].get("code") == verdict:
+        return [f"verdict: {verdict} — {texts[0]}"] + texts[1:]
+    return [f"verdict: {verdict}"] + texts
 
 
 def _title(result, width: float, first: str | None = None) -> tuple[str, float]:

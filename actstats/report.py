@@ -10,6 +10,8 @@ import io
 import math
 from pathlib import Path
 
+from .diagnosis import headline
+
 SUMMARY = "summary.csv"
 REPORT = "report.md"
 
@@ -177,8 +179,7 @@ def report_markdown(sweep, state, claims, figures: list[str], check: bool = True
         for r in done:
             res = state.results[r.name]
             verdict = res.diagnosis.get("verdict", "")
-            text = next((f.get("text", "") for f in res.diagnosis.get("findings", [])
-                         if f.get("code") == verdict), "")
+            text = "; ".join(f.get("text", "") for f in headline(res.diagnosis))
             rows.append([f"`{r.name}`", *[_show(r.varied[k]) for k in varied], verdict, _std_span(res), text])
         out.append(_table(["run", *varied, "verdict", "post std, layer 1 → last", "diagnosis"], rows))
         out.append("")

@@ -73,7 +73,7 @@ def test_run_writes_results_and_prints_table(runner, tmp_path):
         "config.yaml", "histograms.npz", "stats.csv", "stats.json"]
     stats = json.loads((folder / "stats.json").read_text())
     assert stats["config"]["init"] == "normal:std=0.01"
-    assert "Diagnosis:" in result.output and "collapses toward 0" in result.output
+    assert "Diagnosis:" in result.output and "activations collapse toward 0" in result.output
     # the table shows layer 1's post std as stored
     assert f"{stats['layers'][0]['post']['std']:.3g}" in result.output
 

@@ -4,6 +4,7 @@ in each finding come from the numbers given, so a wrong index or range shows."""
 import math
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from actstats import RunConfig, run_experiment
@@ -108,3 +109,141 @@ def test_constant_inits_are_symmetric_at_every_layer_whatever_the_rounding():
     assert small.diagnosis["verdict"] == "symmetric"
     big = run_experiment(RunConfig(init="ones", act="relu", layers=60, batch=200))
     assert [layer["post"]["symmetric"] for layer in big.layers] == [True] * 60
+
+
+# --- the verdict judges both passes, on real runs -------------------------------------------------------
+
+SMALL = dict(layers=10, width=100, batch=200)
+
+
+def _cut(x):
+    return f"{x:.3g}"
+
+
+def forward_trend(word, r):
+    s, L = r.column("post", "std"), len(r.layers)
+    return (f"activations {word}: std ×{(s[-1] / s[0]) ** (1 / (L - 1)):.2f} per layer "
+            f"({_cut(s[0])} at layer 1 → {_cut(s[-1])} at layer {L})")
+
+
+def forward_healthy(r):
+    s, L = r.column("post", "std"), len(r.layers)
+    return f"activations healthy: post std stays between {_cut(min(s))} and {_cut(max(s))} over layers 1–{L}"
+
+
+def gradient_trend(word, r):
+    g, L = r.column("grad_pre", "std"), len(r.layers)
+    return (f"gradients {word}: grad std ×{(g[0] / g[-1]) ** (1 / (L - 1)):.2f} per layer toward the input "
+            f"({_cut(g[-1])} at layer {L} → {_cut(g[0])} at layer 1)")
+
+
+def saturated(r):
+    sat, L = r.column("post", "frac_saturated"), len(r.layers)
+    return (f"activations saturate: {sum(sat) / L:.0%} of units saturated on average "
+            f"({sat[-1]:.0%} at layer {L}); φ' is near 0 there")
+
+
+# (run options, verdict, forward, backward, the first two findings' texts from the run's own numbers)
+CASES = {
+    "tanh N(0, 0.01²)": (dict(init="normal:std=0.01", act="tanh"), "collapse", "collapse", "grad_vanish",
+                         lambda r: [forward_trend("collapse toward 0", r), gradient_trend("vanish", r)]),
+    "tanh N(0, 1)": (dict(init="normal:std=1", act="tanh"), "saturates", "saturates", "grad_explode",
+                     lambda r: [saturated(r), gradient_trend("explode", r)]),
+    "tanh xavier": (dict(init="xavier", act="tanh"), "healthy", "healthy", "grad_healthy",
+                    lambda r: [forward_healthy(r), gradient_trend("healthy", r)]),
+    "sigmoid xavier": (dict(init="xavier", act="sigmoid"), "grad_vanish", "healthy", "grad_vanish",
+                       lambda r: [gradient_trend("vanish", r), forward_healthy(r)]),
+    "relu xavier": (dict(init="xavier", act="relu"), "collapse", "collapse", "grad_vanish",
+                    lambda r: [forward_trend("collapse toward 0", r), gradient_trend("vanish", r)]),
+    "relu he": (dict(init="he", act="relu"), "healthy", "healthy", "grad_healthy",
+                lambda r: [forward_healthy(r), gradient_trend("healthy", r)]),
+    "tanh zeros": (dict(init="zeros", act="tanh"), "symmetric", "symmetric", "grad_vanish",
+                   lambda r: ["activations symmetric: every unit of a layer computes the same value "
+                              "(layers 1–10); their gradients are identical too, so training cannot "
+                              "tell them apart", "activations constant: std exactly 0 in all layers"]),
+    "sigmoid xavier, forward only": (dict(init="xavier", act="sigmoid", backward=False), "healthy",
+                                     "healthy", None, lambda r: [forward_healthy(r)]),
+    # sigma_w^2 = 100 * 0.05 = 5: tanh's activations settle at a fixed point, its gradients grow
+    "tanh N(0, 0.05), 20 layers": (dict(init="normal:std=0.2236", act="tanh", layers=20), "grad_explode",
+                                   "healthy", "grad_explode",
+                                   lambda r: [gradient_trend("explode", r), forward_healthy(r)]),
+    "relu N(0, 1)": (dict(init="normal:std=1", act="relu"), "explode", "explode", "grad_explode",
+                     lambda r: [forward_trend("explode", r), gradient_trend("explode", r)]),
+}
+
+
+@pytest.fixture(scope="module")
+def case_runs():
+    return {name: run_experiment({**SMALL, **case[0]}) for name, case in CASES.items()}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_verdict_names_the_worse_pass_first(case_runs, name):
+    _, verdict, forward, backward, texts = CASES[name]
+    r = case_runs[name]
+    diag = r.diagnosis
+    assert (diag["verdict"], diag["forward"], diag["backward"]) == (verdict, forward, backward)
+    assert diag["findings"][0]["code"] == verdict
+    want = texts(r)
+    assert [f["text"] for f in diag["findings"][:len(want)]] == want
+    if backward is None:  # a forward-only run judges no gradients at all
+        assert not any(f["text"].startswith("gradients") for f in diag["findings"])
+
+
+def test_sigmoid_xavier_is_not_called_healthy_when_its_gradients_vanish(case_runs):
+    r = case_runs["sigmoid xavier"]
+    g = r.column("grad_pre", "std")
+    factor = (g[0] / g[-1]) ** (1 / 9)
+    # mean field: each layer back multiplies Var[dL/dz] by chi_1 = sigma_w^2 E[sigma'(z)^2] = 0.0557
+    assert factor == pytest.approx(math.sqrt(r.extra["theory"]["chi_1"]), rel=0.05)
+    assert f"{factor:.2f}" == "0.23"
+    assert r.diagnosis["verdict"] != "healthy"
+    assert r.diagnosis["findings"][0]["text"].startswith("gradients vanish: grad std ×0.23 per layer")
+
+
+def test_terminal_and_figure_titles_show_both_passes_worst_first(case_runs):
+    from actstats.plots import _finding_lines
+    from actstats.render import diagnosis_grid
+
+    r = case_runs["sigmoid xavier"]
+    grad, fwd = gradient_trend("vanish", r), forward_healthy(r)
+    console = Console(width=300, record=True)
+    console.print(diagnosis_grid(r))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert lines[:2] == [f"Diagnosis: {grad}", f"           {fwd}"]
+    assert _finding_lines(r) == [f"verdict: grad_vanish — {grad}", fwd]
+    he = case_runs["relu he"]
+    assert _finding_lines(he) == [f"verdict: healthy — {forward_healthy(he)}", gradient_trend("healthy", he)]
+    only = case_runs["sigmoid xavier, forward only"]
+    assert _finding_lines(only) == [f"verdict: healthy — {forward_healthy(only)}"]
+
+
+SIGMOID_SWEEP = """\
+name: sig
+base: {act: sigmoid, layers: 10, width: 100, batch: 200}
+grid: {init: [xavier]}
+expect:
+  - {claim: "the run is healthy", check: {verdict: healthy}}
+  - {claim: "its gradients vanish", check: {verdict: grad_vanish}}
+  - {claim: "its activations are healthy", check: {finding: healthy}}
+"""
+
+
+def test_sweep_report_and_claims_read_the_verdict_of_both_passes(case_runs, tmp_path):
+    from click.testing import CliRunner
+
+    from actstats.cli import cli
+
+    (tmp_path / "sig.yaml").write_text(SIGMOID_SWEEP)
+    result = CliRunner().invoke(cli, ["sweep", str(tmp_path / "sig.yaml"), "--out", str(tmp_path),
+                                      "--no-plots"], terminal_width=200)
+    assert result.exit_code == 1, result.output  # one claim of three fails
+    assert "Error: 1 of 3 claims do not hold (the run is healthy)." in result.output
+    r = case_runs["sigmoid xavier"]  # the same run: same config and seed
+    report = (tmp_path / "sig" / "report.md").read_text()
+    assert "| ✗ | the run is healthy | all 1 runs | grad_vanish | verdict healthy |" in report
+    assert "| ✓ | its activations are healthy | all 1 runs | healthy | finds healthy |" in report
+    assert "  - sigmoid_xavier_L10_w100_n200: verdict grad_vanish" in report
+    s = r.column("post", "std")
+    assert (f"| `sigmoid_xavier_L10_w100_n200` | grad_vanish | {s[0]:#.4g} → {s[-1]:#.4g} | "
+            f"{gradient_trend('vanish', r)}; {forward_healthy(r)} |") in report

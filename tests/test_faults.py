@@ -112,7 +112,7 @@ def test_the_diagnosis_names_the_layer_where_values_stop_being_finite(blowup):
     assert first == first_bad
     assert result.diagnosis["verdict"] == "nonfinite"
     assert found["nonfinite"]["layer"] == first_bad
-    assert found["nonfinite"]["text"].startswith(f"explodes: values stop being finite at layer {first_bad} ")
+    assert found["nonfinite"]["text"].startswith(f"activations explode: values stop being finite at layer {first_bad} ")
     # the trend findings are computed from finite values only, so they must not claim a collapse
     assert "collapse" not in found and "explode" not in found
 

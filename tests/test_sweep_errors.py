@@ -75,6 +75,8 @@ CASES = [
      "F: expect[0].check.per_layer: needs over: (the ratio to take per layer)."),
     (OK_BASE.replace("}", ", backward: false}") + GRID + "expect:\n  - check: {stat: grad_pre.std, layer: 1, lt: 1}\n",
      "F: expect[0].check.stat: grad_pre.std needs the backward pass, but a selected run has backward: false."),
+    (OK_BASE.replace("}", ", backward: false}") + GRID + "expect:\n  - check: {verdict: [healthy, grad_vanish]}\n",
+     "F: expect[0].check.verdict: grad_vanish needs the backward pass, but a selected run has backward: false."),
 ]
 
 
