@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnosis import headline, spans
+from .diagnosis import headline, spans, unjudged
 
 DPI = 100
 MAX_PANELS = 10                      # histogram columns; deeper nets show evenly spaced layers
@@ -82,7 +82,7 @@ def _finding_lines(result) -> list[str]:
     diag = result.diagnosis or {}
     verdict = diag.get("verdict", "?")
     found = headline(diag)
-    texts = [f.get("text", "") for f in found]
+    texts = [f.get("text", "") for f in found] + [t for t in [unjudged(diag, result.config.backward)] if t]
     if found and found[0].get("code") == verdict:
         return [f"verdict: {verdict} — {texts[0]}"] + texts[1:]
     return [f"verdict: {verdict}"] + texts
@@ -336,8 +336,9 @@ def _log_lines(ax, x, series) -> bool:
                         marker=mk, markersize=5, color=color, label="_edge")
         if notes:
             label += f" ({', '.join(notes)})"
-        ax.plot(x, np.where(ok, y, np.nan), color=color, linestyle="--" if dashed else "-",
-                marker=_marker(len(x), dashed), markersize=3, linewidth=1.5, label=label)
+        marker = _marker(len(x), dashed)
+        ax.plot(x, np.where(ok, y, np.nan), color=color, linestyle="--" if dashed else "-", marker=marker,
+                markersize=14 if marker == "_" else 3, markeredgewidth=1.5, linewidth=1.5, label=label)
     if drawn.size:
         _log_ticks(ax, float(drawn.min()), float(drawn.max()))
     return bool(drawn.size)
@@ -457,7 +458,7 @@ def profile_figure(result):
     if theory is not None:
         ok = np.isfinite(theory) & (np.abs(theory) <= HUGE)
         ax_mean.plot(x, np.where(ok, theory, np.nan), color=COLORS["post"], linestyle="--",
-                     marker=_marker(len(x), True), label="post a: theory")
+                     marker=_marker(len(x), True), markersize=14, markeredgewidth=1.5, label="post a: theory")
     ax_mean.set_title("(b) mean of a = φ(z)", fontsize=10)
 
     # (c) fractions of a: saturated, exactly zero, dead units, non-finite

@@ -226,6 +226,19 @@ def test_profile_theory_is_dashed_in_the_same_colour(collapse):
         np.testing.assert_array_equal(ln.get_ydata(), want)
 
 
+def test_one_layer_theory_is_a_visible_dash_at_the_prediction():
+    # one point makes no dashed line: each prediction is drawn as a dash (a fresh-eyes pass found the
+    # legend naming theory lines that did not show, their dash 3 points wide behind the dot)
+    result = run(init="lecun", act="sigmoid", layers=1)
+    fig = plots.profile_figure(result)
+    a, b, _, d = fig.axes
+    for ax, label, key in ((a, "pre: theory", "pre_std"), (a, "post: theory", "post_std"),
+                           (b, "post a: theory", "post_mean"), (d, "dL/dz: theory", "grad_pre_std")):
+        ln = line(ax, label)
+        assert ln.get_marker() == "_" and ln.get_markersize() >= 12, label
+        assert ln.get_ydata()[0] == result.layers[0]["theory"][key]
+
+
 def test_profile_without_theory_has_no_dashed_lines(collapse):
     result = copy.deepcopy(collapse)
     for layer in result.layers:
