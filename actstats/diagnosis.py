@@ -116,8 +116,9 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
     if not any(f["code"] in FORWARD[:-1] for f in found):
         lo, hi = min(stds), max(stds)
         span = f"over layers 1–{L}" if L > 1 else "at layer 1"
-        text = (f"activations healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} {span}" if L > 1
-                else f"activations healthy: post std {_fmt(lo)} {span}")
+        text = (f"activations healthy: post std {_fmt(lo)} {span}" if L == 1
+                else f"activations healthy: post std stays at {_fmt(lo)} {span}" if _fmt(lo) == _fmt(hi)
+                else f"activations healthy: post std stays between {_fmt(lo)} and {_fmt(hi)} {span}")
         found.append({"code": "healthy", "text": text})
 
     forward = min((f["code"] for f in found), key=FORWARD.index)
@@ -127,6 +128,16 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
     found.extend(grads)
     found.insert(0, found.pop(next(i for i, f in enumerate(found) if f["code"] == verdict)))
     return {"verdict": verdict, "forward": forward, "backward": backward, "findings": found}
+
+
+def unjudged(diag: dict, backward_ran: bool) -> str | None:
+    """Why the gradients got no verdict, when they did not: said beside the verdict, so that a
+    forward-only "healthy" is not read as healthy gradients."""
+    if diag.get("backward") is not None:
+        return None
+    if not backward_ran:
+        return "gradients not judged: no backward pass (--forward-only)"
+    return "gradients not judged: a trend needs two layers of finite gradients"
 
 
 def _pass(code: str) -> str | None:
@@ -195,6 +206,9 @@ def theory_findings(layers: list[dict], summary: dict) -> list[dict]:
                       "text": f"theory: {summary['phase']} phase, χ₁ = {chi:.4g}, {depth}, "
                               f"q* = {summary['q_star']:.4g} (σ_w² = {summary['sigma_w2']:.4g}, "
                               f"σ_b² = {summary['sigma_b2']:.4g})"})
+    elif "reason_no_fixed_point" in summary:  # e.g. LSUV: each layer predicted from its own variance
+        found.append({"code": "theory", "text": "theory: each layer predicted from its own weights' "
+                                                f"variance; no phase, {summary['reason_no_fixed_point']}"})
     for layer in layers:
         measured, predicted = layer["post"]["std"], layer["theory"]["post_std"]
         if not (math.isfinite(measured) and math.isfinite(predicted)) or predicted == 0:

@@ -8,6 +8,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from .diagnosis import unjudged
+
 
 def num(x, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -98,10 +100,17 @@ def diagnosis_grid(result) -> Table:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
+    rows = []
     for i, finding in enumerate(diag["findings"]):
         healthy = finding["code"].endswith("healthy")
         style = ("green" if healthy else "red") if i == 0 else ("green" if healthy else "yellow")
-        grid.add_row("Diagnosis:" if i == 0 else "", Text(finding["text"], style=style))
+        rows.append((finding["code"], Text(finding["text"], style=style)))
+    note = unjudged(diag, result.config.backward)
+    if note:  # after the passes' findings, before theory's
+        at = next((i for i, (code, _) in enumerate(rows) if code.startswith("theory")), len(rows))
+        rows.insert(at, ("", Text(note, style="dim")))
+    for i, (_, text) in enumerate(rows):
+        grid.add_row("Diagnosis:" if i == 0 else "", text)
     return grid
 
 

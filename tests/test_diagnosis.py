@@ -214,8 +214,30 @@ def test_terminal_and_figure_titles_show_both_passes_worst_first(case_runs):
     assert _finding_lines(r) == [f"verdict: grad_vanish — {grad}", fwd]
     he = case_runs["relu he"]
     assert _finding_lines(he) == [f"verdict: healthy — {forward_healthy(he)}", gradient_trend("healthy", he)]
+    # a forward-only "healthy" says the gradients were not judged, beside the verdict (fresh-eyes
+    # finding: read alone, it looked like healthy gradients for a net whose gradients vanish)
     only = case_runs["sigmoid xavier, forward only"]
-    assert _finding_lines(only) == [f"verdict: healthy — {forward_healthy(only)}"]
+    unjudged = "gradients not judged: no backward pass (--forward-only)"
+    assert _finding_lines(only) == [f"verdict: healthy — {forward_healthy(only)}", unjudged]
+    console = Console(width=300, record=True)
+    console.print(diagnosis_grid(only))
+    lines = [line.rstrip() for line in console.export_text().splitlines()]
+    assert lines[:3] == [f"Diagnosis: {forward_healthy(only)}", f"           {unjudged}",
+                         "           " + only.diagnosis["findings"][1]["text"]]  # theory's line last
+    assert only.diagnosis["findings"][1]["code"] == "theory"
+    assert unjudged not in _finding_lines(he) and "not judged" not in str(he.diagnosis)
+
+
+def test_healthy_text_with_one_std_and_lsuv_theory_line():
+    # every layer's post std the same to 3 digits reads "stays at", not "between 0.628 and 0.628";
+    # LSUV's layers have different variances: no phase, but a theory line says why
+    r = run_experiment(RunConfig(init="lsuv", act="tanh"))  # the default 10 x 500, batch 1000
+    s = r.column("post", "std")
+    assert {f"{x:.3g}" for x in s} == {f"{s[0]:.3g}"}  # LSUV: std equal at 3 digits in every layer
+    texts = [f["text"] for f in r.diagnosis["findings"]]
+    assert f"activations healthy: post std stays at {s[0]:.3g} over layers 1–10" in texts
+    assert ("theory: each layer predicted from its own weights' variance; no phase, layers differ in "
+            "sigma_w^2, so there is no single fixed point") in texts
 
 
 SIGMOID_SWEEP = """\
