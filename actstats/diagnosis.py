@@ -132,8 +132,9 @@ def diagnose(layers: list[dict], saturates: bool, act_kind: str) -> dict:
 
 def unjudged(diag: dict, backward_ran: bool) -> str | None:
     """Why the gradients got no verdict, when they did not: said beside the verdict, so that a
-    forward-only "healthy" is not read as healthy gradients."""
-    if diag.get("backward") is not None:
+    forward-only "healthy" is not read as healthy gradients. Nothing for results saved before the
+    verdict judged both passes (no ``backward`` key): whether their gradients were judged is unknown."""
+    if diag.get("backward", "unknown") is not None:
         return None
     if not backward_ran:
         return "gradients not judged: no backward pass (--forward-only)"

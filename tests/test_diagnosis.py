@@ -228,6 +228,17 @@ def test_terminal_and_figure_titles_show_both_passes_worst_first(case_runs):
     assert unjudged not in _finding_lines(he) and "not judged" not in str(he.diagnosis)
 
 
+def test_unjudged_gradients_are_said_only_when_known():
+    from actstats.diagnosis import unjudged
+
+    assert unjudged({"verdict": "healthy", "backward": None}, False) == \
+        "gradients not judged: no backward pass (--forward-only)"
+    assert unjudged({"verdict": "healthy", "backward": None}, True) == \
+        "gradients not judged: a trend needs two layers of finite gradients"
+    assert unjudged({"verdict": "healthy", "backward": "grad_healthy"}, True) is None
+    assert unjudged({"verdict": "healthy", "findings": []}, True) is None  # saved by an older version
+
+
 def test_healthy_text_with_one_std_and_lsuv_theory_line():
     # every layer's post std the same to 3 digits reads "stays at", not "between 0.628 and 0.628";
     # LSUV's layers have different variances: no phase, but a theory line says why
