@@ -153,6 +153,19 @@ def _options(data: Mapping, at: str):
         raise ConfigError(f"{at}: {exc}") from None
 
 
+def _valid(options) -> bool:
+    """Whether a mapping of run options makes a valid RunConfig on its own."""
+    from .config import RunConfig
+
+    if not isinstance(options, Mapping):
+        return False
+    try:
+        RunConfig.from_dict(options)
+    except ConfigError:
+        return False
+    return True
+
+
 def apply_overrides(spec: dict, overrides: Mapping, file: str) -> dict:
     """``--set KEY=VALUE``: into base: and into every runs: entry that sets KEY. A grid axis cannot be
     overridden (that would merge its runs); change the file instead."""
@@ -204,7 +217,9 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
 
     base = _mapping(spec.get("base") or {}, f"{file}: base")
     _run_options(base, f"{file}: base")
-    _options(base, f"{file}: base")
+    # --set's values are merged into base: before it is validated; when the file's own base: is
+    # valid, what fails came from --set, and the error says so
+    _options(base, f"{file}: --set" if overrides and _valid(data.get("base") or {}) else f"{file}: base")
 
     grid: dict = {}
     if "grid" in spec:

@@ -94,7 +94,7 @@ def test_sweep_file_errors_are_one_line_exit_2(tmp_path, text, message):
 @pytest.mark.parametrize("args, message", [
     (["--set", "widht=3"], "F: --set: unknown run option 'widht'; did you mean 'width'?"),
     (["--set", "init=he"], "F: --set init: 'init' is a grid axis; edit grid.init instead."),
-    (["--set", "layers=0"], "F: base: layers == 0, must be >= 1."),
+    (["--set", "layers=0"], "F: --set: layers == 0, must be >= 1."),  # the file's base: is valid
     (["--set", "width"], "--set width: expected KEY=VALUE, e.g. --set width=100."),
     (["--jobs", "0"], "jobs == 0, must be >= 1."),
 ])
@@ -104,6 +104,13 @@ def test_option_errors(tmp_path, args, message):
     result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "o"), *args])
     assert result.exit_code == 2
     assert result.output == "Error: " + message.replace("F: ", f"{path}: ", 1) + "\n"
+
+
+def test_a_bad_base_is_blamed_on_the_file_even_with_set(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("base: {layers: 0, width: 10}\n" + GRID)
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(tmp_path / "o"), "--set", "batch=5"])
+    assert (result.exit_code, result.output) == (2, f"Error: {path}: base: layers == 0, must be >= 1.\n")
 
 
 def test_missing_file_and_report_of_a_missing_folder(tmp_path):
