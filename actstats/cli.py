@@ -414,7 +414,7 @@ def report(folder, no_check, no_plots, quiet):
 @click.option("--width", type=int, default=500, show_default=True,
               help="Units per layer of the square net (sets sigma_w^2 of fixed-std inits such as normal:std=0.01).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
-              show_default=True, help="Folder that receives theory-<act>/phase.png.")
+              show_default=True, help="Folder that receives theory-<act>[_<init>][_b<bias init>]/phase.png.")
 @click.option("--no-plots", is_flag=True, help="Do not draw the phase diagram.")
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON on stdout.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
@@ -427,7 +427,7 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
     \b
     Examples:
       actstats theory --act tanh                         # the classic inits; results/theory-tanh/phase.png
-      actstats theory --act relu --init he               # critical: q* = 2, chi_1 = 1
+      actstats theory --act relu --init he               # critical: q* = 2, chi_1 = 1; theory-relu_he/
       actstats theory --act tanh --init normal:std=0.05 --bias-init normal:std=0.3 --width 1000
     """
     import json
@@ -454,7 +454,10 @@ def theory_command(act, init, bias_init, width, out, no_plots, as_json, quiet):
         point = rows[0] if init and "reason" not in rows[0] else None
         highlight = (point["init"], point["sigma_w2"], point["sigma_b2"]) if point else None
         unmarked = (rows[0]["init"], rows[0]["reason"]) if init and not point else None
-        path = out / f"theory-{_slug(act)}" / "phase.png"
+        # one folder per question: an --init's diagram (its star) must not replace the classic one
+        folder = "_".join([f"theory-{_slug(act)}", *([_slug(init)] if init else []),
+                           *([f"b{_slug(bias_init)}"] if bias_init != "zeros" else [])])
+        path = out / folder / "phase.png"
         data = figure_png(phase_diagram_figure(act, width, highlight, bias_init=bias_init, unmarked=unmarked))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def test_json_numbers_are_theory_fixed_points_of_the_hand_computed_point():
 def test_phase_diagram_png_is_written_atomically_where_it_says(tmp_path):
     out = invoke(["--act", "relu", "--init", "he", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    path = tmp_path / "theory-relu" / "phase.png"
+    path = tmp_path / "theory-relu_he" / "phase.png"  # an --init's diagram beside the classic one
     assert f"Wrote {path}" in out.output
     data = path.read_bytes()
     assert png_size(data) == (850, 600) and len(data) > 20_000  # 8.5 x 6 in at 100 dpi
@@ -103,13 +103,15 @@ def test_phase_diagram_png_is_written_atomically_where_it_says(tmp_path):
 
 def test_init_without_prediction_still_gets_the_diagram_and_says_it_has_no_star(tmp_path):
     out = CliRunner(env={"COLUMNS": "400"}).invoke(cli, ["theory", "--init", "ones", "--out", str(tmp_path)])
-    path = tmp_path / "theory-tanh" / "phase.png"
+    path = tmp_path / "theory-tanh_ones" / "phase.png"
     assert out.exit_code == 0 and out.output.splitlines()[-1] == \
         f"Wrote {path} (the classic inits only: ones has no prediction, so no star)"
     data = path.read_bytes()
     assert png_size(data) == (850, 600)
-    invoke(["--out", str(tmp_path / "plain")])  # the classic inits alone: no note under the title
-    assert data != (tmp_path / "plain" / "theory-tanh" / "phase.png").read_bytes()
+    invoke(["--out", str(tmp_path)])  # the classic inits alone: no note under the title, own folder
+    assert data != (tmp_path / "theory-tanh" / "phase.png").read_bytes() and path.read_bytes() == data
+    invoke(["--init", "xavier", "--bias-init", "normal:std=0.1", "--out", str(tmp_path)])
+    assert (tmp_path / "theory-tanh_xavier_bnormal-std0.1" / "phase.png").exists()
 
 
 def test_no_plots_and_quiet(tmp_path):
