@@ -154,11 +154,9 @@ static void counter_close(Counter *c) {
 #define HIST_ADAPTIVE(T)                                                                         \
     HOT static int64_t hist_adaptive_##T(const T *x, int64_t n, double scale, double start,     \
                                          int64_t bins, int64_t *counts) {                         \
-        Counter c;                                                                                \
+        Counter c; /* counts: bins + 1 slots, the last for values outside the grid */            \
         int32_t idx[BLOCK];                                                                       \
-        int64_t outside, slots[bins + 1]; /* bins, then outside the grid */                       \
-        memset(slots, 0, sizeof slots);                                                           \
-        if (counter_open(&c, bins + 1, slots)) return -1;                                         \
+        if (counter_open(&c, bins + 1, counts)) return -1;                                        \
         int narrow = sizeof(T) == sizeof(float) && fabs(start) + (double)bins < 16777216.0;       \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
@@ -171,9 +169,7 @@ static void counter_close(Counter *c) {
             count_block(&c, idx, m);                                                              \
         }                                                                                         \
         counter_close(&c);                                                                        \
-        for (int64_t b = 0; b < bins; b++) counts[b] += slots[b];                                 \
-        outside = slots[bins];                                                                    \
-        return outside;                                                                           \
+        return counts[bins];                                                                      \
     }
 
 /* Fixed edges on [lo, hi]: bin floor(x * scale) + shift when shift is a whole number (has_shift),

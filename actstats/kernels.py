@@ -75,12 +75,12 @@ def scan(x: np.ndarray, sat_low: float = -np.inf, sat_high: float = np.inf):
 def hist_adaptive(x: np.ndarray, scale: float, start: int, bins: int) -> np.ndarray:
     """Counts of floor(x * scale) - start (scale a power of two) over ``bins`` bins; finite x,
     all inside the grid."""
-    counts = np.zeros(bins, np.int64)
+    counts = np.zeros(bins + 1, np.int64)  # the last slot: values outside the grid
     outside = LIB.actstats_hist_adaptive(_f32(x), x.ctypes.data, x.size, scale, float(start), bins,
                                          counts.ctypes.data)
     if outside:  # a caller's bug (or no memory), never silently miscounted
         raise AssertionError(f"hist_adaptive: {outside} values outside the grid")
-    return counts
+    return counts[:bins]
 
 
 def hist_fixed(x: np.ndarray, lo: float, hi: float, scale: float, shift, bins: int):

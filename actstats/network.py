@@ -166,9 +166,10 @@ class Pass:
     chunk_size: int = 0
 
 
+@functools.lru_cache(maxsize=None)
 def _openblas():
     """(library, prefix, suffix) of the OpenBLAS that NumPy loaded, found through /proc/self/maps,
-    or None (another BLAS, or not Linux)."""
+    or None (another BLAS, or not Linux); looked up once per process."""
     import ctypes
 
     try:

@@ -136,3 +136,23 @@ def test_actstats_kernels_turns_them_off_and_results_say_which_ran(value, loaded
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "ACTSTATS_KERNELS": value})
     assert out.stdout.strip() == str(loaded)
+
+
+def test_many_bins_on_a_small_thread_stack():
+    # --bins allows 100,000: the counts live on the heap, not the stack (an 800 KB stack array would
+    # overflow a 256 KiB thread stack); the counts equal the NumPy road's
+    import threading
+
+    x = np.random.default_rng(5).standard_normal((40, 500))
+    box = {}
+    old = threading.stack_size(256 * 1024)
+    try:
+        worker = threading.Thread(target=lambda: box.update(fast=stats_of(x, 40, bins=100_000)))
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(old)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(kernels, "LIB", None)
+        slow = stats_of(x, 40, bins=100_000)
+    same(box["fast"], slow)
