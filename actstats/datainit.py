@@ -47,10 +47,10 @@ def _critical(net, config, q_star: float) -> dict:
 
 
 def _lsuv(net, config, tol: float, max_iter: int) -> dict:
-    from .network import INPUT, make_input, rng
+    from .network import input_rows
 
     rows = min(config.batch, CALIBRATION_ROWS)
-    a = make_input(config.input, rng(config.seed, INPUT), rows, net.dims[0]).astype(net.weights[0].dtype)
+    a = input_rows(config, rows, net.weights[0].dtype)
     iterations, stds = [], []
     with np.errstate(all="ignore"):
         for W, b in zip(net.weights, net.biases):

@@ -7,8 +7,9 @@ Layer l (1..L) computes ``pre = a[l-1] @ W[l] + b[l]`` (W of shape (fan_in, fan_
 
 Randomness: ``SeedSequence(seed, spawn_key=(stream, l))`` gives each layer's weights, each layer's
 biases, the input and the projection g their own stream, so changing the batch size, the depth or
-the chunk size does not change the weights. Input and g are drawn row block by row block from one
-stream, so every chunking sees the same samples.
+the chunk size does not change the weights. The input and g are drawn in blocks of rows, each block
+from its own stream (``spawn_key=(stream, 0, block)``), so each thread draws its own rows and every
+chunking and batch size sees the same samples.
 
 The batch is processed in chunks of rows; statistics merge across chunks exactly (see stats.py), so
 peak memory is bounded by the chunk, not the batch.
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import activations, inits
+from . import activations, inits, kernels
 from .config import RunConfig
 from .errors import ConfigError
 from .stats import Scratch, TensorStats
@@ -34,7 +35,8 @@ WEIGHTS, BIASES, INPUT, PROJECTION = range(4)  # seed streams
 CHUNK_BUDGET = 256 * 2**20  # bytes of per-chunk activations when the chunk size is automatic
 PARTS = 2            # a chunk's rows split in two halves, one per thread (and core) ...
 MIN_PART_ROWS = 64   # ... when each half gets at least this many rows
-STATS_WORK_BYTES = 33  # per element: the statistics' float64 copy, centred copy, bin floats, bins, mask
+BLOCK_VALUES = 2**15  # the input and the loss projection are drawn in blocks of about this many values
+POOL_BYTES = 64 * 2**20  # a thread's work arrays up to this size are kept for the next run in the process
 
 
 def rng(seed: int, stream: int, layer: int = 0) -> np.random.Generator:
@@ -77,11 +79,52 @@ def make_input(kind: str, gen: np.random.Generator, rows: int, dim: int) -> np.n
     return x
 
 
+class Samples:
+    """Rows of the input (or of the loss projection g), drawn block by block: block k holds rows
+    k*B .. k*B+B-1 (B = ``rows_per_block(dim)``) and comes from its own stream, so a thread draws
+    any rows it needs without the others, and a sample is the same whatever the chunking, the batch
+    size or the thread that draws it. The last block drawn is kept for the next request."""
+
+    def __init__(self, config: RunConfig, stream: int, dim: int):
+        self.seed, self.stream, self.dim, self.batch = config.seed, stream, dim, config.batch
+        self.kind = config.input if stream == INPUT else "normal"
+        self.block = rows_per_block(dim)
+        self._k, self._rows = -1, None
+
+    def _get(self, k: int) -> np.ndarray:
+        if k != self._k:
+            gen = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(self.stream, 0, k)))
+            rows = min(self.block, self.batch - k * self.block)  # a block's first rows do not depend on its length
+            self._k, self._rows = k, make_input(self.kind, gen, rows, self.dim)
+        return self._rows
+
+    def draw(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Rows [start, stop) into ``out`` (stop - start, dim), cast to out's dtype."""
+        r = start
+        while r < stop:
+            k = r // self.block
+            first = k * self.block
+            block = self._get(k)
+            take = min(stop, first + block.shape[0]) - r
+            out[r - start: r - start + take] = block[r - first: r - first + take]
+            r += take
+        return out
+
+
+def rows_per_block(dim: int) -> int:
+    return max(1, BLOCK_VALUES // dim)
+
+
+def input_rows(config: RunConfig, rows: int, dtype=np.float64) -> np.ndarray:
+    """The run's first ``rows`` input samples (rows, input_dim), as the engine draws them."""
+    return Samples(config, INPUT, config.dims[0]).draw(0, rows, np.empty((rows, config.dims[0]), dtype))
+
+
 def per_sample_bytes(config: RunConfig) -> int:
     """Bytes one sample needs during a pass: every layer's post kept for the backward pass, and its
     phi' unless phi' is computed from the post (two posts in turn without a backward pass), the
-    layer's pre, the work buffers of the statistics (float64), of phi and of the backward pass, and
-    the input (and loss projection) rows, this chunk's and the next one's."""
+    layer's pre, the work arrays of the statistics, of phi and of the backward pass, and the input
+    (and loss projection) row."""
     dims = config.dims
     item = np.dtype(config.dtype).itemsize
     widest = max(dims)
@@ -90,9 +133,16 @@ def per_sample_bytes(config: RunConfig) -> int:
         kept = (sum(dims[1:]) + (widest if from_post else sum(dims[1:]))) * item
     else:
         kept = 2 * widest * item
-    layer = widest * (3 * item + STATS_WORK_BYTES + (3 * item if config.backward else 0))
-    inputs = (dims[0] + (dims[-1] if config.backward else 0)) * (16 + item)
+    layer = widest * (3 * item + stats_work_bytes(item) + (3 * item if config.backward else 0))
+    inputs = (dims[0] + (dims[-1] if config.backward else 0)) * item
     return kept + layer + inputs
+
+
+def stats_work_bytes(item: int) -> int:
+    """Work bytes per element of the tensor being measured: with the kernels, a float64 centred copy
+    (when mean^2/var is large) or the dead units' columns and mask; NumPy's road also needs a float64
+    copy, the bins as floats and integers, and masks."""
+    return max(8, item + 1) if kernels.LIB is not None else 34
 
 
 def auto_chunk(config: RunConfig) -> int:
@@ -112,7 +162,7 @@ def memory_parts(config: RunConfig) -> dict:
         weights += PARTS * params * item + (PARTS + 1) * biggest * item
     return {"weights": weights,
             "chunk": chunk * per_sample_bytes(config),
-            "other": biggest * STATS_WORK_BYTES + 150 * 2**20}
+            "other": biggest * stats_work_bytes(8) + PARTS * 2 * BLOCK_VALUES * 8 + 150 * 2**20}
 
 
 def estimate_bytes(config: RunConfig) -> int:
@@ -239,36 +289,53 @@ def _openblas_gemm_tn():
 
 
 _BLAS = []  # cached (_openblas_threads(), _openblas_gemm_tn())
+_POOL: list[Scratch] = []  # work arrays of finished runs, for the next run in this process
+_POOL_LOCK = threading.Lock()
+
+
+def _take_scratch() -> Scratch:
+    with _POOL_LOCK:
+        return _POOL.pop() if _POOL else Scratch()
+
+
+def _give_back(work: Scratch):
+    """Keep a finished run's work arrays (up to POOL_BYTES a thread): the next run of a sweep or a
+    benchmark then writes into memory already mapped instead of paying a page fault per 4 KiB."""
+    if work.nbytes <= POOL_BYTES:
+        with _POOL_LOCK:
+            _POOL.append(work)
 
 
 class _Part:
     """One thread's share of every chunk (a contiguous block of its rows): that share's statistics,
-    its work buffers and its sums of dL/dW. Shares merge in a fixed order at the end, so the numbers
-    never depend on thread timing."""
+    its input rows, its work arrays and its sums of dL/dW. Shares merge in a fixed order at the
+    end, so the numbers never depend on thread timing."""
 
-    def __init__(self, config: RunConfig, net: "Network"):
-        self.config, self.net = config, net
+    def __init__(self, config: RunConfig, net: "Network", work: Scratch):
+        self.config, self.net, self.work = config, net, work
         act, dtype, bins = net.act, np.dtype(config.dtype), config.bins
         self.layers = [LayerStats(TensorStats(bins, None, dtype),
                                   TensorStats(bins, act.post_range, dtype, units=True),
                                   TensorStats(bins, None, dtype, units=True) if config.backward else None)
                        for _ in net.weights]
         self.grad_w: list[np.ndarray | None] = [None] * len(net.weights)
-        self.work = Scratch()
+        self.x = Samples(config, INPUT, net.dims[0])
+        self.g = Samples(config, PROJECTION, net.dims[-1]) if config.backward else None
         self.t_fwd = self.t_bwd = 0.0
         self.bias = [bool(np.any(b)) for b in net.biases]  # zero biases (the default): no add
 
-    def chunk(self, a: np.ndarray, g):
-        """Forward (and backward) for input rows ``a``; ``g()`` gives the loss projection rows."""
+    def chunk(self, start: int, stop: int):
+        """Forward (and backward) for the batch's rows [start, stop)."""
         with np.errstate(all="ignore"):  # per thread: overflow is measured (frac_nonfinite), not warned about
-            self._chunk(a, g)
+            self._chunk(start, stop)
 
-    def _chunk(self, a: np.ndarray, g):
+    def _chunk(self, start: int, stop: int):
         t0 = time.perf_counter()
         net, work, config = self.net, self.work, self.config
-        act, dtype, rows = net.act, np.dtype(config.dtype), a.shape[0]
+        act, dtype, rows = net.act, np.dtype(config.dtype), stop - start
         in_place = act.kind in activations.IN_PLACE
         saturation = (act.sat_low, act.sat_high) if act.saturates else None
+        a = self.x.draw(start, stop, work.get("x", (rows, net.dims[0]), dtype))
         posts, slopes = [a], []
         for l, W in enumerate(net.weights):
             st = self.layers[l]
@@ -291,7 +358,7 @@ class _Part:
         self.t_fwd += t1 - t0
         if not config.backward:
             return
-        d = g()  # (rows, fan_out of the last layer)
+        d = self.g.draw(start, stop, work.get("g", (rows, net.dims[-1]), dtype))  # (rows, fan_out of the last layer)
         for l in range(len(net.weights) - 1, -1, -1):
             W = net.weights[l]
             a = posts[l + 1]
@@ -310,16 +377,14 @@ class _Part:
         (fan_in, fan_out) array per chunk, which with many chunks of few rows (large widths, the
         backward pass) costs as much as a quarter of the product."""
         acc = self.grad_w[l]
+        out = self.work.get(f"grad_w{l}", (a.shape[1], gp.shape[1]), a.dtype) if acc is None else acc
         gemm_tn = _BLAS[0][1] if _BLAS else None
-        if gemm_tn is not None:
-            out = np.empty((a.shape[1], gp.shape[1]), a.dtype) if acc is None else acc
-            if gemm_tn(a, gp, out, 0.0 if acc is None else 1.0):  # beta 0: out is not read
-                self.grad_w[l] = out
-                return
-        if acc is None:
-            self.grad_w[l] = a.T @ gp
-        else:
-            acc += np.matmul(a.T, gp, out=self.work.get("grad_w", acc.shape, acc.dtype))
+        if gemm_tn is None or not gemm_tn(a, gp, out, 0.0 if acc is None else 1.0):  # beta 0: out is not read
+            if acc is None:
+                np.matmul(a.T, gp, out=out)
+            else:
+                acc += np.matmul(a.T, gp, out=self.work.get("grad_w", acc.shape, acc.dtype))
+        self.grad_w[l] = out
 
 
 def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
@@ -329,8 +394,8 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
 
     Each chunk's rows split in two halves run by two threads, each with a one-thread BLAS: NumPy
     and BLAS release the GIL, so one core multiplies while the other computes phi and statistics,
-    and single-threaded matrix products waste less than two-threaded ones. The input rows of the
-    next chunk (and the loss projection of this one) are drawn meanwhile.
+    and single-threaded matrix products waste less than two-threaded ones. Each thread draws its own
+    input rows (and loss projection rows), and keeps its work arrays for the next run.
     """
     t0 = time.perf_counter()
     net = net or Network.build(config)
@@ -338,16 +403,11 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
     dtype = np.dtype(config.dtype)
     L = len(net.weights)
     chunk = config.chunk_size or auto_chunk(config)
-    parts = [_Part(config, net) for _ in range(PARTS)]
-    x_gen, g_gen = rng(config.seed, INPUT), rng(config.seed, PROJECTION)
-
-    def draw_input(rows):
-        return make_input(config.input, x_gen, rows, net.dims[0]).astype(dtype, copy=False)
-
+    parts = [_Part(config, net, _take_scratch()) for _ in range(PARTS)]
     if not _BLAS:
         _BLAS.append((_openblas_threads(), _openblas_gemm_tn()))
     blas = _BLAS[0][0]
-    pool, g_ready = None, None
+    pool = None
     # two threads only where BLAS may use two: a sweep worker limited to one BLAS thread (so that
     # workers x threads never exceed the cores) runs the two halves one after the other
     threads = blas[1]() if blas is not None else 1
@@ -358,37 +418,19 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
         blas[0](1)
     try:
         with np.errstate(all="ignore"):  # overflow is measured (frac_nonfinite), not warned about
-            x = draw_input(min(chunk, config.batch))
             for start in range(0, config.batch, chunk):
-                rows = x.shape[0]
-                cut = (rows + 1) // 2 if rows >= PARTS * MIN_PART_ROWS else rows
-                shares = [(parts[0], slice(0, cut)), (parts[1], slice(cut, rows))][: 2 if cut < rows else 1]
-                if config.backward:
-                    g_ready = threading.Event()
-                    g_rows: list = []
-
-                    def g_of(sl, ready=g_ready, box=g_rows):
-                        ready.wait()
-                        return box[0][sl]
-                else:
-                    g_of = None
-                tasks = [(p.chunk, x[sl], g_of and functools.partial(g_of, sl)) for p, sl in shares]
+                stop = min(start + chunk, config.batch)
+                rows = stop - start
+                cut = start + (rows + 1) // 2 if rows >= PARTS * MIN_PART_ROWS else stop
+                shares = [(parts[0], start, cut), (parts[1], cut, stop)][: 2 if cut < stop else 1]
                 if pool is not None:
-                    jobs = [pool.submit(*task) for task in tasks]
-                if config.backward:
-                    g_rows.append(g_gen.standard_normal((rows, net.dims[-1])).astype(dtype, copy=False))
-                    g_ready.set()
-                if pool is None:
-                    for fn, rows_x, g in tasks:
-                        fn(rows_x, g)
-                nxt = min(chunk, config.batch - start - rows)
-                x_next = draw_input(nxt) if nxt > 0 else None
-                if pool is not None:
-                    for job in jobs:
+                    for job in [pool.submit(part.chunk, a, b) for part, a, b in shares]:
                         job.result()
-                x = x_next
+                else:
+                    for part, a, b in shares:
+                        part.chunk(a, b)
                 if progress:
-                    progress(start + rows, config.batch)
+                    progress(stop, config.batch)
             t3 = time.perf_counter()
             layers = parts[0].layers
             for other in parts[1:]:
@@ -419,11 +461,11 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
                         weight_stats(l, parts[0].work)
             t_merge = time.perf_counter() - t3
     finally:
-        if g_ready is not None:
-            g_ready.set()  # a failure before the projection was drawn: let the threads finish
         if pool is not None:
             pool.shutdown()
             blas[0](threads)
+        for part in parts:
+            _give_back(part.work)
     t_fwd = max(p.t_fwd for p in parts)
     t_bwd = max(p.t_bwd for p in parts) + t_merge
     return Pass(layers, {"build": t_build, "forward": t_fwd, "backward": t_bwd,

@@ -44,7 +44,8 @@ CANCEL_RATIO = 32.0
 
 class Scratch:
     """Reusable work arrays, one set per thread. A fresh multi-megabyte array costs a page fault per
-    4 KiB page on every use; these are allocated once and grown when a larger chunk needs it."""
+    4 KiB page on every use; these are allocated once and grown when a larger chunk needs it. A name
+    holds raw bytes, viewed as whatever dtype asks for it, so float64 and float32 work share them."""
 
     def __init__(self):
         self._bufs: dict = {}
@@ -52,10 +53,15 @@ class Scratch:
     def get(self, name: str, shape, dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
         n = math.prod(shape)
-        buf = self._bufs.get((name, dtype))
-        if buf is None or buf.size < n:
-            buf = self._bufs[(name, dtype)] = np.empty(n, dtype)
-        return buf[:n].reshape(shape)
+        nbytes = n * dtype.itemsize
+        buf = self._bufs.get(name)
+        if buf is None or buf.size * 8 < nbytes:  # float64 storage: aligned for every dtype
+            buf = self._bufs[name] = np.empty(-(-nbytes // 8), np.float64)
+        return buf.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(buf.nbytes for buf in self._bufs.values())
 
 
 def _huge_moments(x: np.ndarray) -> tuple[float, float, int]:

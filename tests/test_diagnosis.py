@@ -10,7 +10,7 @@ from rich.console import Console
 from actstats import RunConfig, run_experiment
 from actstats.diagnosis import diagnose, layer_ranges
 from actstats.inits import label
-from actstats.network import INPUT, make_input, rng
+from actstats.network import input_rows
 from actstats.render import layer_table, num
 
 
@@ -80,7 +80,7 @@ def test_table_shows_z_std_and_an_inf_column_only_when_needed():
     assert first.split()[-1] == f"{100 * boom.layers[0]['grad_pre']['frac_nonfinite']:.1f}%"
     # all-ones weights: a sample grows to inf when its input sum is positive and is 0 after the first
     # ReLU otherwise, so the last layer's inf fraction is that of positive input sums
-    x = make_input(boom.config.input, rng(boom.config.seed, INPUT), 20, 50)
+    x = input_rows(boom.config, 20)
     expected = float(np.mean(x.sum(axis=1) > 0))
     assert math.isclose(boom.layers[-1]["post"]["frac_nonfinite"], expected)
     assert f"{100 * expected:.1f}%" in [line for line in out.splitlines() if line.split()[:1] == ["200"]][0].split()
@@ -242,11 +242,16 @@ def test_unjudged_gradients_are_said_only_when_known():
 def test_healthy_text_with_one_std_and_lsuv_theory_line():
     # every layer's post std the same to 3 digits reads "stays at", not "between 0.628 and 0.628";
     # LSUV's layers have different variances: no phase, but a theory line says why
-    r = run_experiment(RunConfig(init="lsuv", act="tanh"))  # the default 10 x 500, batch 1000
+    r = run_experiment(RunConfig(init="lsuv", act="tanh", seed=2))  # the default 10 x 500, batch 1000
     s = r.column("post", "std")
-    assert {f"{x:.3g}" for x in s} == {f"{s[0]:.3g}"}  # LSUV: std equal at 3 digits in every layer
+    assert {f"{x:.3g}" for x in s} == {f"{s[0]:.3g}"}  # this seed: std equal at 3 digits in every layer
     texts = [f["text"] for f in r.diagnosis["findings"]]
     assert f"activations healthy: post std stays at {s[0]:.3g} over layers 1–10" in texts
+    other = run_experiment(RunConfig(init="lsuv", act="tanh", backward=False))  # seed 0: two values
+    s0 = other.column("post", "std")
+    assert len({f"{x:.3g}" for x in s0}) == 2
+    assert (f"activations healthy: post std stays between {min(s0):.3g} and {max(s0):.3g} over layers 1–10"
+            == other.diagnosis["findings"][0]["text"])
     assert ("theory: each layer predicted from its own weights' variance; no phase, layers differ in "
             "sigma_w^2, so there is no single fixed point") in texts
 

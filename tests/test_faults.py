@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from actstats import RunConfig, run_experiment
 from actstats import results as results_module
 from actstats.cli import cli
-from actstats.network import INPUT, Network, make_input, rng
+from actstats.network import Network, input_rows
 
 # --- numerical faults --------------------------------------------------------------------------------
 
@@ -37,7 +37,7 @@ def forward_oracle(config: RunConfig):
     """pre and post of every layer by plain NumPy on the run's own weights and input."""
     net = Network.build(config)
     dtype = np.dtype(config.dtype)
-    a = make_input(config.input, rng(config.seed, INPUT), config.batch, net.dims[0]).astype(dtype)
+    a = input_rows(config, config.batch, dtype)
     phi = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh}[config.act]
     out = []
     with np.errstate(all="ignore"):
