@@ -174,24 +174,49 @@ static void counter_close(Counter *c) {
 
 /* Fixed edges on [lo, hi]: bin floor(x * scale) + shift when shift is a whole number (has_shift),
    else floor((x - lo) * scale); x == hi (or rounding onto it) goes in the last bin; values below lo
-   and above hi are counted in counts[bins] and counts[bins + 1]. Finite x only. */
+   and above hi are counted in counts[bins] and counts[bins + 1]. Finite x only.
+   float32 data, with scale, lo and hi floats and |shift| + bins below 2**23 (tanh's and sigmoid's
+   grids), is binned in float (eight lanes) with the same result: x * scale in double is exact (24 +
+   24 bits), and so is floor of it from the float product p and its exact error e = fma(x, scale, -p):
+   rounding cannot carry p past a whole number below 2**23, so the floor is floor(p), less one where
+   p is whole and e < 0; a negative x whose product rounded to 0 is in bin -1 (as -0.0 * scale is 0). */
+#define FIXED_BINS(U, FLOOR, FMA, NARROW)                                                              \
+    _Pragma("omp simd")                                                                          \
+    for (int64_t i = 0; i < m; i++) {                                                             \
+        U v = (U)xb[i];                                                                           \
+        U f;                                                                                      \
+        if (NARROW) {                                                                             \
+            U p = v * (U)scale;                                                                   \
+            U e = FMA(v, (U)scale, -p);                                                           \
+            f = FLOOR(p);                                                                         \
+            f = (f == p && e < (U)0) ? f - (U)1 : f;                                              \
+            f = (p == (U)0 && v < (U)0) ? (U)-1 : f;                                              \
+            f += (U)shift;                                                                        \
+        } else {                                                                                  \
+            f = has_shift ? FLOOR(v * (U)scale) + (U)shift : FLOOR((v - (U)lo) * (U)scale);       \
+        }                                                                                         \
+        f = f < (U)(bins - 1) ? f : (U)(bins - 1);                                                \
+        f = v < (U)lo ? (U)bins : (v > (U)hi ? (U)(bins + 1) : f);                                \
+        idx[i] = (int32_t)f;                                                                      \
+    }
+
 #define HIST_FIXED(T)                                                                            \
     HOT static int64_t hist_fixed_##T(const T *x, int64_t n, double lo, double hi, double scale, \
                                       double shift, int has_shift, int64_t bins,                  \
                                       int64_t *counts) {                                          \
         Counter c;                                                                                \
         int32_t idx[BLOCK];                                                                       \
+        int narrow = sizeof(T) == sizeof(float) && has_shift && (double)(float)scale == scale &&  \
+                     (double)(float)lo == lo && (double)(float)hi == hi &&                        \
+                     fabs(shift) + (double)bins < 8388608.0;                                      \
         if (counter_open(&c, bins + 2, counts)) return -1;                                        \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
             const T *xb = x + b0;                                                                 \
-            _Pragma("omp simd")                                                                  \
-            for (int64_t i = 0; i < m; i++) {                                                     \
-                double v = (double)xb[i];                                                         \
-                double f = has_shift ? floor(v * scale) + shift : floor((v - lo) * scale);        \
-                f = f < (double)(bins - 1) ? f : (double)(bins - 1);                              \
-                f = v < lo ? (double)bins : (v > hi ? (double)(bins + 1) : f);                    \
-                idx[i] = (int32_t)f;                                                              \
+            if (narrow) {                                                                         \
+                FIXED_BINS(float, floorf, fmaf, 1)                                                \
+            } else {                                                                              \
+                FIXED_BINS(double, floor, fma, 0)                                                 \
             }                                                                                     \
             count_block(&c, idx, m);                                                              \
         }                                                                                         \
@@ -331,6 +356,33 @@ static inline float sigmoid_f(float x) {
         for (int64_t i = 0; i < n; i++) out[i] = PHI(z[i]);                                       \
     }
 
+/* One backward step where phi' is a function of the post a (tanh (1 - a)(1 + a), sigmoid (1 - a) a,
+   ReLU 1 where a > 0): gp = d * phi'(a) in one pass, returning the sum of phi'(a) (in double), where
+   NumPy wrote phi' out, read it again for its sum and once more for the product. The same operations
+   as activations.py's, in the same order (and no product to fuse with an addition): the same values. */
+#define TANH_SLOPE(T, a) (((T)1 - (a)) * ((T)1 + (a)))
+#define SIGMOID_SLOPE(T, a) (((T)1 - (a)) * (a))
+#define RELU_SLOPE(T, a) ((a) > (T)0 ? (T)1 : (T)0)
+
+#define BACKWARD(T, NAME, SLOPE)                                                                 \
+    HOT static double NAME(const T *d, const T *a, T *gp, int64_t n) {                            \
+        double sum = 0.0;                                                                         \
+        _Pragma("omp simd reduction(+:sum)")                                                     \
+        for (int64_t i = 0; i < n; i++) {                                                         \
+            T slope = SLOPE(T, a[i]);                                                             \
+            gp[i] = d[i] * slope;                                                                 \
+            sum += (double)slope;                                                                 \
+        }                                                                                         \
+        return sum;                                                                               \
+    }
+
+BACKWARD(double, tanh_back_d, TANH_SLOPE)
+BACKWARD(float, tanh_back_f, TANH_SLOPE)
+BACKWARD(double, sigmoid_back_d, SIGMOID_SLOPE)
+BACKWARD(float, sigmoid_back_f, SIGMOID_SLOPE)
+BACKWARD(double, relu_back_d, RELU_SLOPE)
+BACKWARD(float, relu_back_f, RELU_SLOPE)
+
 UNARY(double, tanh_d)
 UNARY(float, tanh_f)
 UNARY(double, sigmoid_d)
@@ -378,6 +430,13 @@ EXPORT void actstats_sigmoid(int f32, const void *z, void *out, int64_t n) {
         sigmoid_f_loop(z, out, n);
     else
         sigmoid_d_loop(z, out, n);
+}
+
+/* kind: 0 tanh, 1 sigmoid, 2 relu */
+EXPORT double actstats_backward(int f32, int kind, const void *d, const void *a, void *gp, int64_t n) {
+    if (f32)
+        return kind == 0 ? tanh_back_f(d, a, gp, n) : kind == 1 ? sigmoid_back_f(d, a, gp, n) : relu_back_f(d, a, gp, n);
+    return kind == 0 ? tanh_back_d(d, a, gp, n) : kind == 1 ? sigmoid_back_d(d, a, gp, n) : relu_back_d(d, a, gp, n);
 }
 
 /* An importable (empty) module, so that setuptools builds it as an extension and kernels.py finds

@@ -137,9 +137,9 @@ def relu(z, out=None, work=None):
 
 
 def tanh_slope(z, a, out=None):
-    """1 - a^2."""
-    out = np.multiply(a, a, out=out)
-    return np.subtract(1.0, out, out=out)
+    """1 - a^2, as (1 - a)(1 + a): no cancellation where |a| is near 1."""
+    out = np.subtract(1.0, a, out=out)
+    return np.multiply(out, 1.0 + a, out=out)
 
 
 def sigmoid_slope(z, a, out=None):
@@ -153,6 +153,17 @@ def relu_slope(z, a, out=None):
     if out is None:
         return (a > 0).astype(a.dtype)
     return np.greater(a, 0, out=out, casting="unsafe")
+
+
+def grad_pre(act: "Activation", d: np.ndarray, a: np.ndarray, out: np.ndarray, slope_work: np.ndarray) -> float:
+    """dL/dz = d * phi'(a) into ``out`` for an activation of a kind in IN_PLACE (phi' from the post
+    a), and the sum of phi'(a) in float64: one pass with the kernels, else phi' into
+    ``slope_work``, its sum and the product (the same values)."""
+    if kernels.usable(a, out) and kernels.usable(d, out):
+        return kernels.backward(act.kind, d, a, out)
+    slope = act.dphi(None, a, out=slope_work)
+    np.multiply(d, slope, out=out)
+    return float(np.sum(slope, dtype=np.float64))
 
 
 # kinds whose phi(z, out, work) and dphi(z, a, out) write in place, and whose dphi reads a alone (the

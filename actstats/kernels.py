@@ -2,10 +2,10 @@
 
 Each call does in one pass over a float64 or float32 array what stats.py's and activations.py's
 NumPy code does in several: ``scan`` (extremes, per-row sums and sums of squares, zero, non-finite
-and saturated counts), ``hist_adaptive`` and ``hist_fixed`` (histogram counts), ``tanh`` and
-``sigmoid``. ctypes releases the GIL during each call, so the engine's two threads run them in
-parallel. ``ACTSTATS_KERNELS=0`` (or false, no, off) in the environment turns them off (the NumPy
-code then runs).
+and saturated counts), ``hist_adaptive`` and ``hist_fixed`` (histogram counts), ``tanh``,
+``sigmoid`` and ``backward`` (dL/dz from dL/da and the post). ctypes releases the GIL during each
+call, so the engine's two threads run them in parallel. ``ACTSTATS_KERNELS=0`` (or false, no, off)
+in the environment turns them off (the NumPy code then runs).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _declare(lib):
     for name in ("actstats_tanh", "actstats_sigmoid"):
         getattr(lib, name).argtypes = [_INT, _P, _P, _I]
         getattr(lib, name).restype = None
+    lib.actstats_backward.argtypes = [_INT, _INT, _P, _P, _P, _I]
+    lib.actstats_backward.restype = _D
 
 
 LIB = _load()
@@ -107,3 +109,13 @@ def tanh(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """1 / (1 + e^-z) (a few ulp, subnormal results included; NaN for NaN)."""
     return _unary(LIB.actstats_sigmoid, z, out)
+
+
+BACKWARD_KINDS = ("tanh", "sigmoid", "relu")
+
+
+def backward(kind: str, d: np.ndarray, a: np.ndarray, out: np.ndarray) -> float:
+    """out = d * phi'(a) for phi' of the post a (``kind`` in BACKWARD_KINDS; the values of
+    activations.py's slope functions), and the sum of phi'(a) in float64; d, a, out alike."""
+    return LIB.actstats_backward(_f32(a), BACKWARD_KINDS.index(kind), d.ctypes.data, a.ctypes.data,
+                                 out.ctypes.data, a.size)

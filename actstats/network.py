@@ -362,9 +362,12 @@ class _Part:
         for l in range(len(net.weights) - 1, -1, -1):
             W = net.weights[l]
             a = posts[l + 1]
-            slope = act.dphi(None, a, out=work.get("slope", a.shape, dtype)) if in_place else slopes[l]
-            self.layers[l].slope_sum += float(np.sum(slope, dtype=np.float64))
-            gp = np.multiply(d, slope, out=work.get("grad_pre", a.shape, dtype))
+            gp = work.get("grad_pre", a.shape, dtype)
+            if in_place:
+                self.layers[l].slope_sum += activations.grad_pre(act, d, a, gp, work.get("slope", a.shape, dtype))
+            else:
+                self.layers[l].slope_sum += float(np.sum(slopes[l], dtype=np.float64))
+                np.multiply(d, slopes[l], out=gp)
             self.layers[l].grad_pre.update(gp, work=work)
             self._add_grad_weight(l, posts[l], gp)
             if l:

@@ -291,7 +291,12 @@ def test_tanh_and_sigmoid_are_accurate_to_a_few_ulp_with_exact_limits():
     assert np.max(np.abs(tanh(z32) - t32) / np.spacing(np.abs(t32))) <= 4
     assert np.allclose(sigmoid(z32), 1 / (1 + np.exp(-z32.astype(np.float64))), rtol=1e-6, atol=1e-37)
     a = tanh(zz)
-    assert np.array_equal(tanh_slope(zz, a, out=np.empty_like(zz)), 1 - a * a)
+    # 1 - a^2 to 2 ulp of its value for the float a, computed in long double (where 1 - a and 1 + a
+    # are exact); 1 - a*a in float64 rounded a*a first and lost up to hundreds of ulp near |a| = 1
+    long = a.astype(np.longdouble)
+    slope, exact = tanh_slope(zz, a, out=np.empty_like(zz)), (1 - long) * (1 + long)
+    assert float(np.max(np.abs((1 - a * a) - exact) / np.spacing(exact.astype(np.float64)))) > 100
+    assert float(np.max(np.abs(slope - exact) / np.spacing(exact.astype(np.float64)))) <= 2
     s = sigmoid(zz)
     assert np.array_equal(sigmoid_slope(zz, s, out=np.empty_like(zz)), s * (1 - s))
     assert np.array_equal(relu(zz, out=np.empty_like(zz)), np.maximum(zz, 0))
