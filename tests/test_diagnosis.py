@@ -242,16 +242,19 @@ def test_unjudged_gradients_are_said_only_when_known():
 def test_healthy_text_with_one_std_and_lsuv_theory_line():
     # every layer's post std the same to 3 digits reads "stays at", not "between 0.628 and 0.628";
     # LSUV's layers have different variances: no phase, but a theory line says why
-    r = run_experiment(RunConfig(init="lsuv", act="tanh", seed=2))  # the default 10 x 500, batch 1000
-    s = r.column("post", "std")
-    assert {f"{x:.3g}" for x in s} == {f"{s[0]:.3g}"}  # this seed: std equal at 3 digits in every layer
-    texts = [f["text"] for f in r.diagnosis["findings"]]
-    assert f"activations healthy: post std stays at {s[0]:.3g} over layers 1–10" in texts
-    other = run_experiment(RunConfig(init="lsuv", act="tanh", backward=False))  # seed 0: two values
-    s0 = other.column("post", "std")
-    assert len({f"{x:.3g}" for x in s0}) == 2
-    assert (f"activations healthy: post std stays between {min(s0):.3g} and {max(s0):.3g} over layers 1–10"
-            == other.diagnosis["findings"][0]["text"])
+    kinds = set()
+    for seed in range(6):  # LSUV: std equal at 3 digits in every layer for some seeds, not all
+        r = run_experiment(RunConfig(init="lsuv", act="tanh", seed=seed, backward=False))
+        s = r.column("post", "std")
+        texts = [f["text"] for f in r.diagnosis["findings"]]
+        shown = {f"{x:.3g}" for x in s}
+        kinds.add(len(shown))
+        if len(shown) == 1:
+            assert f"activations healthy: post std stays at {s[0]:.3g} over layers 1–10" in texts
+        else:
+            assert (f"activations healthy: post std stays between {min(s):.3g} and {max(s):.3g} "
+                    "over layers 1–10") in texts
+    assert 1 in kinds and len(kinds) > 1  # both wordings were checked
     assert ("theory: each layer predicted from its own weights' variance; no phase, layers differ in "
             "sigma_w^2, so there is no single fixed point") in texts
 

@@ -185,15 +185,17 @@ def test_half_input_has_exactly_half_ones():
 
 @pytest.mark.parametrize("kind", ["normal", "half"])
 def test_input_is_drawn_in_blocks_with_their_own_streams_whatever_the_pieces(kind):
-    # block k of 2**15 // dim rows comes from SeedSequence(seed, spawn_key=(INPUT, 0, k)): drawn
+    # block k of 2**15 // dim rows comes from SFC64(SeedSequence(seed, spawn_key=(INPUT, 0, k))): drawn
     # here independently and concatenated, it must equal the engine's rows, whichever pieces they
     # are asked in (across block edges, out of order, by two Samples as the two threads do) and
     # whatever the batch size (a shorter batch sees the first samples of a longer one)
     config = RunConfig.from_dict({**SMALL, "input": kind, "input_dim": 300, "batch": 1000})
     rows_per_block = 2**15 // 300
     assert rows_per_block == 109
-    blocks = [make_input(kind, np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(INPUT, 0, k))),
-                         min(rows_per_block, 1000 - k * rows_per_block), 300) for k in range(10)]
+    streams = [np.random.Generator(np.random.SFC64(np.random.SeedSequence(config.seed, spawn_key=(INPUT, 0, k))))
+               for k in range(10)]
+    blocks = [make_input(kind, gen, min(rows_per_block, 1000 - k * rows_per_block), 300)
+              for k, gen in enumerate(streams)]
     expected = np.concatenate(blocks)
     assert expected.shape == (1000, 300)
     assert np.array_equal(input_rows(config, 1000), expected)
