@@ -226,32 +226,6 @@ def run_with_progress(config, messages):
 
 # --- sweep, report ------------------------------------------------------------------------------------
 
-def plan_jobs(sweep, jobs: int | None, fresh: bool, out: Path) -> tuple[int, str | None]:
-    """Worker count: --jobs (default: the cores), at most the cores (each worker runs BLAS on one
-    thread, so workers x threads <= cores), and at most what memory allows for the largest run."""
-    from . import network
-    from .errors import ConfigError
-    from .sweep import available_cores, is_done
-
-    cores = available_cores()
-    if jobs is not None and jobs < 1:
-        raise ConfigError(f"jobs == {jobs}, must be >= 1.")
-    want = jobs or cores
-    note = None
-    if want > cores:
-        note = f"--jobs {want} > {cores} core(s): using {cores} worker(s)"
-        want = cores
-    todo = [r for r in sweep.runs if fresh or not is_done(out / sweep.name / r.name, r.config)]
-    if todo:
-        need = max(network.estimate_bytes(r.config) for r in todo)
-        fit = max(1, network.available_bytes() // max(need, 1))
-        if fit < want:
-            note = (f"memory for {fit} run(s) of up to {network.gib(need)} at a time: "
-                    f"using {fit} worker(s)")
-            want = fit
-    return max(1, min(want, len(todo) or 1)), note
-
-
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--jobs", "-j", type=int, help="Worker processes (default: the number of cores).")
@@ -289,7 +263,10 @@ def sweep(file, jobs, out, overrides, fresh, no_check, no_plots, quiet, cluster)
     console, messages = consoles(quiet)
     executor = None
     if cluster is None:
-        workers, note = plan_jobs(spec, jobs, fresh, out)
+        from .sweep import is_done, plan_jobs
+
+        todo = [r for r in spec.runs if fresh or not is_done(out / spec.name / r.name, r.config)]
+        workers, note = plan_jobs(todo, jobs)  # noted here, before the bar; run_sweep caps again
         if note:
             messages.print(f"[dim]{note}[/dim]")
     else:

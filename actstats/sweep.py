@@ -270,14 +270,39 @@ def locked_and_interruptible(fn):
     return wrapper
 
 
+def plan_jobs(runs, jobs: int | None) -> tuple[int, str | None]:
+    """Workers for computing ``runs``: ``jobs`` (default: the cores), at most the cores (each worker
+    runs BLAS on one thread, so workers x threads <= cores), at most what memory allows for the
+    largest run, at most one per run; and a note saying why when fewer than asked."""
+    from . import network
+
+    cores = available_cores()
+    if jobs is not None and jobs < 1:
+        raise ConfigError(f"jobs == {jobs}, must be >= 1.")
+    want = jobs or cores
+    note = None
+    if want > cores:
+        note = f"--jobs {want} > {cores} core(s): using {cores} worker(s)"
+        want = cores
+    if runs:
+        need = max(network.estimate_bytes(r.config) for r in runs)
+        fit = max(1, network.available_bytes() // max(need, 1))
+        if fit < want:
+            note = (f"memory for {fit} run(s) of up to {network.gib(need)} at a time: "
+                    f"using {fit} worker(s)")
+            want = fit
+    return max(1, min(want, len(runs) or 1)), note
+
+
 @locked_and_interruptible
 def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None, fresh: bool = False,
               plots: bool = True, on_event: Callable | None = None, task: Callable = execute) -> SweepRun:
     """Run every run of ``sweep`` that has no complete, matching result in ``out/<sweep.name>/``.
 
     ``executor``: anything with the interface of executors.py (default a
-    LocalExecutor of ``jobs`` workers, shut down at the end). ``on_event(event, run, progress)``
-    with event in start | done | failed | skipped.
+    LocalExecutor of ``jobs`` workers, shut down at the end; :func:`plan_jobs` caps ``jobs`` at the
+    cores and the memory, and the note saying so is the first of ``warnings``).
+    ``on_event(event, run, progress)`` with event in start | done | failed | skipped.
     """
     import yaml
 
@@ -288,6 +313,9 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
     stored = {} if fresh else stored_configs(sweep, folder)  # each stats.json read once here
     if not fresh:
         check_replacements(sweep, folder, stored)
+    if executor is None:  # before anything is written: jobs < 1 is refused
+        jobs, note = plan_jobs([r for r in sweep.runs if stored.get(r.name) is None
+                                or stored[r.name].identity() != r.config.identity()], jobs)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         clean_stale(folder)
@@ -295,7 +323,7 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
                      + yaml.safe_dump(sweep.spec, sort_keys=False, allow_unicode=True))
     except OSError as exc:
         raise RunError(f"cannot write the sweep folder {folder}: {exc.strerror or exc}.") from None
-    state = SweepRun(sweep, folder)
+    state = SweepRun(sweep, folder, warnings=[note] if executor is None and note else [])
     emit = on_event or (lambda *a: None)
 
     todo = []
@@ -329,7 +357,7 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
 
     own = executor is None and todo
     if own:
-        executor = LocalExecutor(min(jobs or available_cores(), len(todo)))
+        executor = LocalExecutor(min(jobs, len(todo)))
     pending, isolated, inflight, attempts = deque(todo), deque(), {}, {}
     local = isinstance(executor, (LocalExecutor, SerialExecutor))  # its memory is this machine's
 

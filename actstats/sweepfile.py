@@ -313,6 +313,7 @@ def _parse(data, file: str, overrides: Mapping, default_name: str) -> SweepConfi
     for i, (e, p, s, d) in enumerate(combos):
         try:
             configs.append(RunConfig.from_dict(d))
+            _check_critical(configs[-1])
         except ConfigError as exc:
             what = ", ".join(f"{k}={show(v)}" for k, v in {**e, **p}.items())
             raise ConfigError(f"{file}: run {i + 1} ({what or 'base'}): {exc}") from None
@@ -388,6 +389,19 @@ def from_results(folder) -> SweepConfig:
                             ", ".join(f"{k}={show(d[k])}" for k in varied) or n)
                  for i, ((n, c), d) in enumerate(zip(found, dicts)))
     return SweepConfig(folder.name, runs, (), tuple(varied), source=str(folder))
+
+
+def _check_critical(config) -> None:
+    """Raise the ConfigError that a run of init 'critical' would raise once its net is built
+    (datainit._critical, same words), so that a sweep is refused before it writes anything."""
+    from . import inits, theory
+
+    init = inits.resolve(config.init)
+    if init.scheme != "critical":
+        return
+    if inits.resolve(config.bias_init, "bias init").scheme != "zeros":
+        raise ConfigError("init 'critical' sets the biases too (N(0, sigma_b^2)); leave --bias-init at zeros.")
+    theory.critical_point(config.act, target_q=init.kwargs["q_star"])
 
 
 def _is_width_list(width) -> bool:

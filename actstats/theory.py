@@ -41,6 +41,7 @@ FUNCTIONS = ("phi2", "phi", "dphi2", "var", "slope")  # phi^2, phi, phi'^2, Var[
 _U_MAX, _PANELS, _NODES = 12.0, 48, 12
 _ELU_CLOSED_FROM = 1e-3  # below this q the ELU closed form cancels; quadrature is exact enough there
 _Q_TABLE = np.concatenate([[0.0], np.logspace(-30, 30, 241)])  # bracketing grid for q_star
+_GOLDEN = (math.sqrt(5) - 1) / 2
 _cache: dict = {}
 
 
@@ -158,49 +159,124 @@ def length_map(act, q, sigma_w2: float, sigma_b2: float = 0.0):
     return sigma_w2 * expectation(act, q, "phi2") + sigma_b2
 
 
+def _turning_points(act) -> list[float]:
+    """The q where d/dq E[phi(sqrt(q) u)^2] has a local extremum (GELU: a maximum 0.5043 at q ~ 3.37;
+    none for the other activations): sign changes of its differences on a grid of 16 points per
+    decade (changes below 1e-9 of it are rounding), each refined by golden-section search in ln q.
+    The grid spans q = 1e-8 to 1e24, where the quadrature holds 1e-11; outside, the slope is at its
+    limit for q -> 0 or inf to that precision (sigmoid's slope is rounding noise below 1e-15).
+    """
+    q = np.logspace(-8, 24, 513)
+    slope = expectation(act, q, "slope")
+    diff = np.diff(slope)
+    steps = np.flatnonzero(np.abs(diff) > 1e-9 * np.abs(slope[1:]))
+    turns = []
+    for i, j in zip(steps[:-1], steps[1:]):
+        if np.sign(diff[i]) == np.sign(diff[j]):
+            continue
+        sign, a, b = np.sign(diff[i]), math.log(q[i]), math.log(q[j + 1])  # sign +1: a maximum
+        for _ in range(60):
+            c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+            s_c, s_d = expectation(act, np.exp([c, d]), "slope") * sign
+            a, b = (a, d) if s_c > s_d else (c, b)
+        turns.append(math.exp(0.5 * (a + b)))
+    return turns
+
+
+def _table(act) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The grid q on which _solve_q_star brackets fixed points, with E[phi^2] and d/dq E[phi^2] there.
+
+    A log grid (4 points per decade) plus the turning points of d/dq E[phi^2]: between neighbours that
+    slope is then monotone, so the slope of M(q) - q, sigma_w2 d/dq E[phi^2] - 1, changes sign at most
+    once, and a local extremum of M(q) - q shows as a sign change at the cell's ends.
+    """
+    if ("table", act.name) not in _cache:
+        q = np.sort(np.concatenate([_Q_TABLE, _turning_points(act)]))
+        slope = expectation(act, q, "slope")
+        slope[0] = slope[1]  # its limit at q = 0 (0/0 there), to 1e-30
+        _cache["table", act.name] = (q, expectation(act, q, "phi2"), slope)
+    return _cache["table", act.name]
+
+
+def _illinois(f, lo, hi, f_lo, f_hi):
+    """Roots of f(c, i) (c: points, i: the rows they belong to) with f_lo, f_hi of opposite signs at
+    the 1-D arrays lo, hi, by Illinois regula falsi: a stale endpoint's value is halved."""
+    root, active, side = np.full(lo.size, np.nan), np.arange(lo.size), np.zeros(lo.size)
+    for _ in range(100):
+        if active.size == 0:
+            break
+        a, b, fa, fb = lo[active], hi[active], f_lo[active], f_hi[active]
+        c = (a * fb - b * fa) / (fb - fa)
+        fc = f(c, active)
+        same_hi = np.sign(fc) == np.sign(fb)
+        f_lo[active] = np.where(same_hi & (side[active] == -1), fa / 2, np.where(same_hi, fa, fc))
+        f_hi[active] = np.where(~same_hi & (side[active] == 1), fb / 2, np.where(same_hi, fc, fb))
+        lo[active], hi[active] = np.where(same_hi, a, c), np.where(same_hi, c, b)
+        side[active] = np.where(same_hi, -1, 1)
+        done = (fc == 0) | (hi[active] - lo[active] <= 4e-16 * c) | (c == a) | (c == b)
+        root[active[done]] = c[done]
+        active = active[~done]
+    root[active] = 0.5 * (lo[active] + hi[active])
+    return root
+
+
 def _solve_q_star(act, sigma_w2: np.ndarray, sigma_b2: np.ndarray, q_1: np.ndarray) -> np.ndarray:
     """Vectorised limit of the length map iterated from q_1 (1-D arrays, same shape).
 
     The map M is increasing, so the iterates move monotonically to the nearest fixed point in the
-    direction of M(q_1) - q_1. Bracket it on a log grid of q, then refine with Illinois regula falsi.
+    direction of M(q_1) - q_1. Bracket it on the grid of :func:`_table`, refine with Illinois regula
+    falsi. Two close fixed points between grid points give no sign change there; they show as a
+    local minimum of M(q) - q below 0 (or maximum above 0) in a cell on the way, so where the slope
+    of M(q) - q changes sign in such a cell, its root joins that row's grid.
     """
-    Q, rows, last = _Q_TABLE, np.arange(q_1.size), _Q_TABLE.size - 1
-    if ("table", act.name) not in _cache:
-        _cache["table", act.name] = expectation(act, Q, "phi2")
-    G_table = sigma_w2[:, None] * _cache["table", act.name] + sigma_b2[:, None] - Q  # M(q) - q, (P, N)
+    Q, E, D = _table(act)
+    rows = np.arange(q_1.size)
+    G_table = sigma_w2[:, None] * E + sigma_b2[:, None] - Q  # M(q) - q, (P, N)
     G_1 = length_map(act, q_1, sigma_w2, sigma_b2) - q_1
     q_star = np.where(np.abs(G_1) <= 1e-12 * q_1, q_1, np.nan)  # marginal maps: every q is fixed
     up, down = np.isnan(q_star) & (G_1 > 0), np.isnan(q_star) & (G_1 < 0)
-    # up: the first grid q above q_1 with M(q) <= q; k = 0 means none, the map diverges
-    k = np.argmax((Q > q_1[:, None]) & (G_table <= 0), axis=1)
+
+    def search(Q, G):
+        # up: the first grid q above q_1 with M(q) <= q; k = 0 means none, the map diverges.
+        # down: the last grid q below q_1 with M(q) >= q, clearly so (rounding must not fake a root
+        # near q = 0); q = 0 always qualifies, as M(0) >= 0
+        k = np.argmax((Q > q_1[:, None]) & (G <= 0), axis=1)
+        return k, Q.shape[-1] - 1 - np.argmax(((Q < q_1[:, None]) & (G >= 1e-13 * Q))[:, ::-1], axis=1)
+
+    k, m = search(Q, G_table)
+    # cells on the way with a minimum of M(q) - q while M(q) > q at both ends (up), or a maximum
+    # while M(q) < q (down): the slope sigma_w2 D - 1 changes sign there, once at most (see _table);
+    # |slope| < 1e-12 is rounding: M(q) - q changes by less than 1e-12 q across such a cell
+    S, j = sigma_w2[:, None] * D - 1, np.arange(Q.size - 1)
+    r, j = np.nonzero(
+        (up[:, None] & (Q[1:] > q_1[:, None]) & (j < np.where(k == 0, Q.size, k)[:, None])
+         & (S[:, :-1] < -1e-12) & (S[:, 1:] > 1e-12) & (G_table[:, :-1] > 0) & (G_table[:, 1:] > 0))
+        | (down[:, None] & (Q[:-1] < q_1[:, None]) & (j >= m[:, None])
+           & (S[:, :-1] > 1e-12) & (S[:, 1:] < -1e-12) & (G_table[:, :-1] < 0) & (G_table[:, 1:] < 0)))
+    Q = np.broadcast_to(Q, G_table.shape)
+    if r.size:  # each such row's grid gets its extrema, the others q = inf (no test holds there)
+        x = _illinois(lambda c, i: sigma_w2[r[i]] * expectation(act, c, "slope") - 1, Q[r, j],
+                      Q[r, j + 1], S[r, j], S[r, j + 1])
+        shape = (q_1.size, np.bincount(r).max())
+        X, G_X = np.full(shape, np.inf), np.full(shape, np.nan)
+        nth = np.arange(r.size) - np.searchsorted(r, r)  # r is sorted
+        X[r, nth], G_X[r, nth] = x, length_map(act, x, sigma_w2[r], sigma_b2[r]) - x
+        Q = np.concatenate([Q, X], axis=1)
+        order = np.argsort(Q, axis=1, kind="stable")
+        Q, G_table = np.take_along_axis(Q, order, 1), np.take_along_axis(np.hstack([G_table, G_X]), order, 1)
+        k, m = search(Q, G_table)
+    last = Q.shape[1] - 1
     q_star[up & (k == 0)] = np.inf
-    # down: the last grid q below q_1 with M(q) >= q, clearly so (rounding must not fake a root
-    # near q = 0); q = 0 always qualifies, as M(0) >= 0
-    m = last - np.argmax(((Q < q_1[:, None]) & (G_table >= 1e-13 * Q))[:, ::-1], axis=1)
     i_lo, i_hi = np.where(up, k - 1, m), np.where(up, k, np.minimum(m + 1, last))
-    lo_is_q1, hi_is_q1 = up & (Q[i_lo] <= q_1), down & ((Q[i_hi] >= q_1) | (m == last))
-    lo, G_lo = np.where(lo_is_q1, q_1, Q[i_lo]), np.where(lo_is_q1, G_1, G_table[rows, i_lo])
-    hi, G_hi = np.where(hi_is_q1, q_1, Q[i_hi]), np.where(hi_is_q1, G_1, G_table[rows, i_hi])
+    lo_is_q1, hi_is_q1 = up & (Q[rows, i_lo] <= q_1), down & ((Q[rows, i_hi] >= q_1) | (m == last))
+    lo, G_lo = np.where(lo_is_q1, q_1, Q[rows, i_lo]), np.where(lo_is_q1, G_1, G_table[rows, i_lo])
+    hi, G_hi = np.where(hi_is_q1, q_1, Q[rows, i_hi]), np.where(hi_is_q1, G_1, G_table[rows, i_hi])
     q_star[down & (lo == 0) & (G_lo == 0)] = 0.0  # M(0) = 0 and M(q) < q above: q_l -> 0
     near = down & np.isnan(q_star) & (G_hi >= 0)  # 0 <= M(hi) - hi < 1e-13 hi: hi is fixed enough
     q_star[near] = hi[near]
     active = np.flatnonzero(np.isnan(q_star))
-    side = np.zeros(q_star.size)
-    for _ in range(100):  # Illinois: G_lo, G_hi of opposite signs; halve a stale endpoint's value
-        if active.size == 0:
-            break
-        a, b, fa, fb = lo[active], hi[active], G_lo[active], G_hi[active]
-        c = (a * fb - b * fa) / (fb - fa)
-        fc = length_map(act, c, sigma_w2[active], sigma_b2[active]) - c
-        same_hi = np.sign(fc) == np.sign(fb)
-        G_lo[active] = np.where(same_hi & (side[active] == -1), fa / 2, np.where(same_hi, fa, fc))
-        G_hi[active] = np.where(~same_hi & (side[active] == 1), fb / 2, np.where(same_hi, fc, fb))
-        lo[active], hi[active] = np.where(same_hi, a, c), np.where(same_hi, c, b)
-        side[active] = np.where(same_hi, -1, 1)
-        done = (fc == 0) | (hi[active] - lo[active] <= 4e-16 * c) | (c == a) | (c == b)
-        q_star[active[done]] = c[done]
-        active = active[~done]
-    q_star[active] = 0.5 * (lo[active] + hi[active])
+    q_star[active] = _illinois(lambda c, i: length_map(act, c, sigma_w2[active[i]], sigma_b2[active[i]]) - c,
+                               lo[active], hi[active], G_lo[active], G_hi[active])
     return q_star
 
 

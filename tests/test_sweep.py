@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from actstats import RunConfig
 from actstats.cli import cli
+from actstats.errors import ConfigError
 from actstats.sweep import (LocalExecutor, SerialExecutor, SweepConfig, execute, parse_overrides,
                             run_sweep)
 
@@ -493,3 +494,24 @@ def test_jobs_above_the_cores_is_capped_with_one_line_on_stderr(tmp_path, monkey
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines()[0] == "--jobs 3 > 1 core(s): using 1 worker(s)"
     assert ", 1 worker(s), " in result.stderr.splitlines()[-1]  # the Wrote line
+
+
+def test_run_sweep_from_python_caps_jobs_at_the_cores_as_the_cli_does(tmp_path, monkeypatch):
+    import actstats.sweep as sweep_module
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one core
+    made = []
+
+    class Recording(sweep_module.LocalExecutor):
+        def __init__(self, jobs, *args, **kwargs):
+            made.append(jobs)
+            super().__init__(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "LocalExecutor", Recording)
+    s = sweep_of({"name": "cap", "base": SMALL, "grid": {"init": ["xavier", "he"]}})
+    state = run_sweep(s, tmp_path, jobs=3, plots=False)
+    assert made == [1] and set(state.status.values()) == {"done"}
+    assert state.warnings == ["--jobs 3 > 1 core(s): using 1 worker(s)"]  # the CLI's line
+    with pytest.raises(ConfigError, match=r"^jobs == 0, must be >= 1\.$"):
+        run_sweep(s, tmp_path / "zero", jobs=0, plots=False)
+    assert not any((tmp_path / "zero" / "cap").iterdir())  # only the lock's folder: nothing written

@@ -1,6 +1,7 @@
 """Every mistake in a sweep file is one line on stderr, exit status 2, before any run: the file, the
 key path, what was expected (and a did-you-mean for unknown names)."""
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -121,3 +122,39 @@ def test_missing_file_and_report_of_a_missing_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(cli, ["report", str(tmp_path / "empty")])
     assert result.output == f"Error: {tmp_path / 'empty'}: no sweep.yaml and no complete results folders in it.\n"
+
+
+def sigmoid_q10() -> str:
+    """The refusal of critical:q_star=10 for sigmoid: on the critical line sigma_b2 = q -
+    E[phi^2] / E[phi'^2] at q = 10, by a 101-node Gauss-Hermite rule (phi is smooth); the bound
+    45.63 is test_theory.py's."""
+    u, w = np.polynomial.hermite_e.hermegauss(101)
+    phi = 1 / (1 + np.exp(-np.sqrt(10.0) * u))
+    sigma_b2 = 10 - (w @ phi**2) / (w @ (phi * (1 - phi)) ** 2)
+    return (f"sigmoid has no critical point with q_star == 10: it would need sigma_b2 == {sigma_b2:.3g} "
+            "< 0; q_star must be >= 45.63.")
+
+
+@pytest.mark.parametrize("text, where, run_args, reason", [
+    ("base: {act: gelu, layers: 3, width: 20}\ngrid: {init: [critical:q_star=4, critical]}\n",
+     "run 2 (init=critical)", ["--act", "gelu", "--init", "critical"],
+     "gelu has no stable critical point with q_star == 1: the length map's slope there is 1.067 "
+     ">= 1, so q_l moves away from it; q_star must be >= 3.562."),  # test_theory_cli.GELU_Q1
+    ("base: {layers: 3, width: 20, init: critical:q_star=10}\nruns: [{act: tanh}, {act: sigmoid}]\n",
+     "run 2 (act=sigmoid)", ["--act", "sigmoid", "--init", "critical:q_star=10"], sigmoid_q10()),
+    ("base: {layers: 3, width: 20, init: critical}\ngrid: {bias_init: [zeros, normal]}\n",
+     "run 2 (bias_init=normal)", ["--init", "critical", "--bias-init", "normal"],
+     "init 'critical' sets the biases too (N(0, sigma_b^2)); leave --bias-init at zeros."),
+])
+def test_an_unsatisfiable_critical_init_refuses_the_sweep_before_any_run(tmp_path, text, where,
+                                                                         run_args, reason):
+    # the single run's own error, found once its net is built, is the sweep's at load time
+    single = CliRunner().invoke(cli, ["run", *run_args, "--layers", "3", "--width", "20",
+                                      "--out", str(tmp_path / "single")])
+    assert (single.exit_code, single.output) == (2, f"Error: {reason}\n")
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["sweep", str(path), "--out", str(out), "--jobs", "1"])
+    assert (result.exit_code, result.output) == (2, f"Error: {path}: {where}: {reason}\n")
+    assert not out.exists() and not (tmp_path / "single").exists()

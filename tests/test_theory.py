@@ -323,6 +323,50 @@ def test_critical_q_star_for_every_activation(spec, target):
         assert fp.q_star == pytest.approx(target, rel=1e-8)
 
 
+def test_two_fixed_points_1e3_apart_in_one_grid_cell_are_both_seen():
+    # GELU's E[phi^2] is convex up to q ~ 3.4: choose sigma_w2 so that M(q) - q has its minimum at
+    # q = 1.5 and sigma_b2 so that the minimum is -7e-9. Two fixed points 1.5e-3 apart straddle it,
+    # inside one cell of the 4-per-decade grid (1 to 1.78), where M(q) - q > 0 at both ends
+    from scipy.optimize import brentq
+
+    sigma_w2 = 1 / quad_slope("gelu", 1.5)
+    sigma_b2 = 1.5 - sigma_w2 * quad_expect("gelu", 1.5, "phi2") - 7e-9
+    G = lambda q: sigma_w2 * quad_expect("gelu", q, "phi2") + sigma_b2 - q  # noqa: E731
+    r_1, r_2 = brentq(G, 1.49, 1.5, xtol=1e-14), brentq(G, 1.5, 1.51, xtol=1e-14)
+    assert 5e-4 < (r_2 - r_1) / r_1 < 2e-3
+    q_1 = sigma_w2 * 0.1 + sigma_b2  # input E[x^2] = 0.1: q_1 = 0.35 below r_1
+    assert all(G(q) > 0 for q in np.linspace(q_1, r_1 - 1e-4, 40))  # iterates rise to r_1 and stop
+    assert sigma_w2 > 2  # and beyond r_2 they grow without bound: M(q) - q ~ (sigma_w2 / 2 - 1) q
+    # G'(r) ~ 1e-4 and the two integrals agree to ~1e-11: roots agree to ~1e-7
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, 0.1).q_star == pytest.approx(r_1, rel=1e-6)
+    grid = theory.phase_diagram("gelu", [sigma_w2], [sigma_b2], q0=0.1)  # the vectorised path
+    assert grid["q_star"][0, 0] == pytest.approx(r_1, rel=1e-6)
+    between = (1.5 - sigma_b2) / sigma_w2  # q_1 = 1.5, where M(q) < q: down to r_1
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, between).q_star == pytest.approx(r_1, rel=1e-6)
+    above = (r_2 * 1.001 - sigma_b2) / sigma_w2
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, above).q_star == math.inf
+
+
+def test_gelu_just_above_its_critical_bound_has_three_fixed_points_and_each_is_reached():
+    # on the critical line at q = 3.5617 (stable: slope < 1) GELU's map has two more fixed points,
+    # 3.0428 (stable) and 3.5516 (unstable), the last two in one grid cell (3.16 to 5.62) whose ends
+    # see M(q) < q; there M(q) - q has a minimum and a maximum, where d/dq E[phi^2] peaks (q ~ 3.37)
+    from scipy.optimize import brentq
+
+    sigma_w2 = 1 / quad_expect("gelu", 3.5617, "dphi2")
+    sigma_b2 = 3.5617 - sigma_w2 * quad_expect("gelu", 3.5617, "phi2")
+    G = lambda q: sigma_w2 * quad_expect("gelu", q, "phi2") + sigma_b2 - q  # noqa: E731
+    assert G(2.9) > 0 > G(3.2) and G(3.54) < 0 < G(3.5566) and G(3.58) < 0 and G(20.0) < 0
+    low, unstable, top = (brentq(G, a, b, xtol=1e-14) for a, b in ((2.9, 3.2), (3.54, 3.5566), (3.5566, 3.58)))
+    assert top == pytest.approx(3.5617, rel=1e-5) and 2e-3 < (top - unstable) / top < 4e-3
+    # from q_1 = 2.16 (q0 = 1) up to the first one; from q_1 = 20 (q0 = 10) down to the top one.
+    # G'(top) = -1.4e-6, so integrals that agree to ~1e-11 put the roots ~3e-5 apart
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, 1.0).q_star == pytest.approx(low, rel=1e-8)
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, 10.0).q_star == pytest.approx(top, rel=1e-4)
+    between = (3.5566 - sigma_b2) / sigma_w2  # q_1 = 3.5566, between the close pair: up to the top
+    assert theory.fixed_point("gelu", sigma_w2, sigma_b2, between).q_star == pytest.approx(top, rel=1e-4)
+
+
 # --- phase diagram ----------------------------------------------------------------------------------
 
 
