@@ -27,18 +27,24 @@ CALIBRATION_ROWS = 1000  # LSUV's batch: the first rows of the run's own input s
 def apply(net, config) -> dict | None:
     init = inits.resolve(config.init)
     if init.scheme == "critical":
-        return _critical(net, config, init.kwargs["q_star"])
+        return _critical(net, config)
     if init.scheme == "lsuv":
         return _lsuv(net, config, init.kwargs["tol"], int(init.kwargs["max_iter"]))
     return None
 
 
-def _critical(net, config, q_star: float) -> dict:
-    from .network import BIASES, rng
-
+def critical_point(config) -> theory.CriticalPoint:
+    """The (sigma_w^2, sigma_b^2, q*) of a run of init 'critical', or the ConfigError the run would
+    raise; a sweep asks before it starts, so that such a run is refused when its file loads."""
     if inits.resolve(config.bias_init, "bias init").scheme != "zeros":
         raise ConfigError("init 'critical' sets the biases too (N(0, sigma_b^2)); leave --bias-init at zeros.")
-    point = theory.critical_point(config.act, target_q=q_star)
+    return theory.critical_point(config.act, target_q=inits.resolve(config.init).kwargs["q_star"])
+
+
+def _critical(net, config) -> dict:
+    from .network import BIASES, rng
+
+    point = critical_point(config)
     for l, (W, b) in enumerate(zip(net.weights, net.biases), start=1):
         W *= math.sqrt(point.sigma_w2)  # drawn as N(0, 1/fan_in)
         b[...] = math.sqrt(point.sigma_b2) * rng(config.seed, BIASES, l).standard_normal(b.shape)

@@ -392,16 +392,12 @@ def from_results(folder) -> SweepConfig:
 
 
 def _check_critical(config) -> None:
-    """Raise the ConfigError that a run of init 'critical' would raise once its net is built
-    (datainit._critical, same words), so that a sweep is refused before it writes anything."""
-    from . import inits, theory
+    """Raise the ConfigError that a run of init 'critical' would raise once its net is built, so
+    that a sweep is refused before it writes anything."""
+    from . import datainit, inits
 
-    init = inits.resolve(config.init)
-    if init.scheme != "critical":
-        return
-    if inits.resolve(config.bias_init, "bias init").scheme != "zeros":
-        raise ConfigError("init 'critical' sets the biases too (N(0, sigma_b^2)); leave --bias-init at zeros.")
-    theory.critical_point(config.act, target_q=init.kwargs["q_star"])
+    if inits.resolve(config.init).scheme == "critical":
+        datainit.critical_point(config)
 
 
 def _is_width_list(width) -> bool:
