@@ -225,22 +225,17 @@ static void counter_close(Counter *c) {
     }
 
 /* ---- activations ---------------------------------------------------------------------------- */
-/* expm1(r) for |r| <= ln2/2 (Taylor to r^13, truncation below 2e-17 relative) and 2**k as bits. */
+/* expm1(r) for |r| <= ln2/2: Taylor to r^13 (truncation below 2e-17 relative), as r + r^2 q(r)
+   with q by Estrin's scheme (pairs, then pairs of pairs: a chain of 5 dependent operations instead
+   of Horner's 12, so the vector units are not left waiting on each other), and the leading r added
+   last, where its rounding is smallest. */
 static inline double expm1_small(double r) {
-    double p = 1.0 / 6227020800.0;
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    return p * r;
+    double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+    double q = (0.5 + (1.0 / 6.0) * r) + r2 * (1.0 / 24.0 + (1.0 / 120.0) * r)
+             + r4 * ((1.0 / 720.0 + (1.0 / 5040.0) * r) + r2 * (1.0 / 40320.0 + (1.0 / 362880.0) * r))
+             + r8 * ((1.0 / 3628800.0 + (1.0 / 39916800.0) * r)
+                     + r2 * (1.0 / 479001600.0 + (1.0 / 6227020800.0) * r));
+    return r + r2 * q;
 }
 
 static inline double from_bits(uint64_t b) {
@@ -260,30 +255,23 @@ static inline uint64_t to_bits(double d) {
 #define LN2_LO 1.90821492927058770002e-10
 #define INV_LN2 1.44269504088896338700e+00
 
-/* exp(y) = 2**k (expm1(r) + 1), y = k ln2 + r, for -1075 <= y / ln2 <= 1023; 2**k in two factors
-   (each a normal float) so that a subnormal result is rounded once. */
-static inline void exp_reduced(double y, double *em1, double *p2a, double *p2b) {
+/* exp(y) = 2**k (expm1(r) + 1), y = k ln2 + r, |r| <= ln2/2: returns expm1(r), and k in *k. */
+static inline double exp_reduced(double y, int64_t *k) {
     double t = y * INV_LN2 + SHIFTER;
     double kf = t - SHIFTER;
-    int64_t k = (int64_t)(to_bits(t) & 0xfffffffffffff) - ((int64_t)1 << 51); /* round(y / ln2) */
-    int64_t k1 = k >> 1;
-    *em1 = expm1_small((y - kf * LN2_HI) - kf * LN2_LO);
-    *p2a = from_bits((uint64_t)(k1 + 1023) << 52);
-    *p2b = from_bits((uint64_t)(k - k1 + 1023) << 52);
+    *k = (int64_t)(to_bits(t) & 0xfffffffffffff) - ((int64_t)1 << 51); /* round(y / ln2) */
+    return expm1_small((y - kf * LN2_HI) - kf * LN2_LO);
 }
 
+static inline double pow2(int64_t k) { return from_bits((uint64_t)(k + 1023) << 52); } /* |k| <= 1022 */
+
 /* The same in float arithmetic for float32 (eight lanes instead of four): expm1 to r^8 (truncation
-   below 3e-9 relative), 2**k from float bits; a few float32 ulp. */
+   below 3e-9 relative, Estrin's scheme too), 2**k from float bits; a few float32 ulp. */
 static inline float expm1_small_f(float r) {
-    float p = 1.0f / 40320.0f;
-    p = p * r + 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    return p * r;
+    float r2 = r * r, r4 = r2 * r2;
+    float q = (0.5f + (1.0f / 6.0f) * r) + r2 * (1.0f / 24.0f + (1.0f / 120.0f) * r)
+            + r4 * (1.0f / 720.0f + (1.0f / 5040.0f) * r + r2 * (1.0f / 40320.0f));
+    return r + r2 * q;
 }
 
 static inline float from_bits_f(uint32_t b) {
@@ -303,49 +291,50 @@ static inline uint32_t to_bits_f(float f) {
 #define LN2_LO_F -2.12194440e-4f
 #define INV_LN2_F 1.44269504f
 
-/* exp_reduced in float, for -152 <= y / ln2 <= 127 */
-static inline void exp_reduced_f(float y, float *em1, float *p2a, float *p2b) {
+static inline float exp_reduced_f(float y, int32_t *k) {
     float t = y * INV_LN2_F + SHIFTER_F;
     float kf = t - SHIFTER_F;
-    int32_t k = (int32_t)(to_bits_f(t) & 0x7fffff) - (1 << 22);
-    int32_t k1 = k >> 1;
-    *em1 = expm1_small_f((y - kf * LN2_HI_F) - kf * LN2_LO_F);
-    *p2a = from_bits_f((uint32_t)(k1 + 127) << 23);
-    *p2b = from_bits_f((uint32_t)(k - k1 + 127) << 23);
+    *k = (int32_t)(to_bits_f(t) & 0x7fffff) - (1 << 22);
+    return expm1_small_f((y - kf * LN2_HI_F) - kf * LN2_LO_F);
 }
+
+static inline float pow2_f(int32_t k) { return from_bits_f((uint32_t)(k + 127) << 23); } /* |k| <= 126 */
 
 /* tanh(x) = E / (E + 2), E = expm1(2|x|) = 2**k (expm1(r) + 1) - 1, with the sign of x: no
    cancellation for small |x| (E ~ 2x), and |x| >= 20 (inf too) gives exactly +-1 (float: 10). */
 static inline double tanh_d(double x) {
-    double ax = fabs(x), em1, p2a, p2b;
-    exp_reduced(2.0 * (ax < 20.0 ? ax : 20.0), &em1, &p2a, &p2b);
-    double p2 = p2a * p2b;
+    double ax = fabs(x);
+    int64_t k;
+    double em1 = exp_reduced(2.0 * (ax < 20.0 ? ax : 20.0), &k), p2 = pow2(k); /* k <= 58 */
     double e = p2 * em1 + (p2 - 1.0);
     return x == x ? copysign(e / (e + 2.0), x) : x; /* NaN stays NaN */
 }
 
 static inline float tanh_f(float x) {
-    float ax = fabsf(x), em1, p2a, p2b;
-    exp_reduced_f(2.0f * (ax < 10.0f ? ax : 10.0f), &em1, &p2a, &p2b); /* tanh(10) rounds to 1 */
-    float p2 = p2a * p2b;
+    float ax = fabsf(x);
+    int32_t k;
+    float em1 = exp_reduced_f(2.0f * (ax < 10.0f ? ax : 10.0f), &k), p2 = pow2_f(k); /* tanh(10) rounds to 1 */
     float e = p2 * em1 + (p2 - 1.0f);
     return x == x ? copysignf(e / (e + 2.0f), x) : x;
 }
 
 /* sigmoid from e = exp(-|x|): 1 / (1 + e) for x >= 0, e / (1 + e) below; e is right (subnormal,
-   then 0) down to x = -745 (float: -104); sigmoid(-inf) = 0, sigmoid(inf) = 1. */
+   then 0) down to x = -745 (float: -104), as 2**k is applied in two factors (each a normal float)
+   so that a subnormal result is rounded once; sigmoid(-inf) = 0, sigmoid(inf) = 1. */
 static inline double sigmoid_d(double x) {
-    double ax = fabs(x), em1, p2a, p2b;
-    exp_reduced(-(ax < 746.0 ? ax : 746.0), &em1, &p2a, &p2b);
-    double e = (em1 + 1.0) * p2a * p2b;
+    double ax = fabs(x);
+    int64_t k;
+    double em1 = exp_reduced(-(ax < 746.0 ? ax : 746.0), &k);
+    double e = (em1 + 1.0) * pow2(k >> 1) * pow2(k - (k >> 1));
     double s = 1.0 / (1.0 + e);
     return x == x ? (x >= 0.0 ? s : e * s) : x;
 }
 
 static inline float sigmoid_f(float x) {
-    float ax = fabsf(x), em1, p2a, p2b;
-    exp_reduced_f(-(ax < 105.0f ? ax : 105.0f), &em1, &p2a, &p2b); /* e^-105 rounds to 0 */
-    float e = (em1 + 1.0f) * p2a * p2b;
+    float ax = fabsf(x);
+    int32_t k;
+    float em1 = exp_reduced_f(-(ax < 105.0f ? ax : 105.0f), &k); /* e^-105 rounds to 0 */
+    float e = (em1 + 1.0f) * pow2_f(k >> 1) * pow2_f(k - (k >> 1));
     float s = 1.0f / (1.0f + e);
     return x == x ? (x >= 0.0f ? s : e * s) : x;
 }
