@@ -268,7 +268,7 @@ def _n_outside(x: np.ndarray, lo: float, hi: float, saturation) -> int:
     bound x's finite values, which rules out most passes."""
     if saturation is None:
         return 0
-    low, high = saturation
+    low, high = np.float64(saturation[0]), np.float64(saturation[1])  # float32 x compared in float64
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return int(np.count_nonzero((x < low) | (x > high)))
     return ((int(np.count_nonzero(x > high)) if hi > high else 0)

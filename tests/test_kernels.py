@@ -119,6 +119,31 @@ def test_float32_fixed_grid_bins_equal_numpys_at_every_edge(fixed, bins):
     assert fast[0].hist.underflow + fast[0].hist.overflow == int(np.sum((x < lo) | (x > hi)))
 
 
+@pytest.mark.parametrize("low, high", [(-2.6466524123622457, 2.6466524123622457), (-1.5, 2.0),
+                                       (-1e300, 1e300), (-np.inf, 3.4028235677973366e38), (-0.1, np.inf)])
+def test_float32_saturation_counts_compare_in_double(low, high):
+    # float32 rows count in float lanes against the floats that compare alike with the double
+    # thresholds; around each threshold (tanh's 2.6467 is no float: its nearest float32 lies above
+    # it, and that float counts as saturated), the counts equal comparisons made in float64, and
+    # NumPy's road (which once compared in float32, the Python float rounded to float32) agrees
+    near = []
+    for t in (low, high):
+        if np.isfinite(t) and abs(t) < 3.4e38:
+            f = np.float32(t)
+            near += [np.nextafter(f, np.float32(np.inf * s)) if k else f for s in (1, -1) for k in range(4)]
+            for _ in range(5):
+                near.append(np.nextafter(near[-1], np.float32(-np.inf)))
+    x = np.array(near + [0.0, -0.0, 1.0, -3.0, 3.4028235e38, -3.4028235e38, 1e-40], np.float32).reshape(1, -1)
+    wide = x.astype(np.float64)
+    above, below = int(np.sum(wide > high)), int(np.sum(wide < low))
+    got = kernels.scan(x, low, high)
+    assert got[6:8] == (above, below)
+    assert (got[0], got[1]) == (float(wide.min()), float(wide.max()))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(kernels, "LIB", None)
+        assert TensorStats(10, dtype=np.float32).update(x, saturation=(low, high))[2] == above + below
+
+
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_backward_kernel_equals_the_numpy_step(act, dtype):
