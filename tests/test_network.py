@@ -140,6 +140,30 @@ def test_chunks_split_between_two_threads_equal_one_thread(chunk):
     assert again.layers == whole.layers  # and the threads never change a bit from run to run
 
 
+def _run_in_child(config, queue):
+    queue.put(run_experiment(config).layers)
+
+
+def test_worker_threads_are_kept_between_runs_and_started_anew_in_a_forked_child():
+    # the engine's two threads outlive a run (starting them cost ~1 ms a run); a child forked from
+    # a process that ran the engine has no such threads and must start its own, not wait forever
+    import multiprocessing
+    import threading
+
+    config = RunConfig.from_dict({**SMALL, "batch": 300, "layers": 3})
+    first = run_experiment(config)
+    names = {t.name for t in threading.enumerate() if t.name.startswith("actstats")}
+    second = run_experiment(config)
+    assert second.layers == first.layers
+    assert {t.name for t in threading.enumerate() if t.name.startswith("actstats")} == names != set()
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_run_in_child, args=(config, queue))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0 and queue.get(timeout=5) == first.layers
+
+
 def test_engine_fast_paths_equal_direct_numpy_with_symmetric_and_saturated_layers():
     # constant weights: every unit equal (the symmetric fallback of the units statistics); normal:std=3
     # saturates tanh (the saturated count's pruning by min/max); relu with a negative bias kills units
