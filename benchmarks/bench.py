@@ -295,8 +295,7 @@ def profile(repeat: int):
                 "phi": lambda: act.phi(z, out=buf, work=bufs),
                 "(numpy's phi)": lambda: PLAIN[act_name](z),  # for comparison, not in the totals
                 "post stats": lambda: post_st.update(post, work=work),
-                "phi' + sum": lambda: float(np.sum(act.dphi(z, post, out=buf), dtype=np.float64)),
-                "d*phi'": lambda: np.multiply(d, slope, out=buf),
+                "d*phi' and sum": lambda: activations.grad_pre(act, d, post, buf, bufs[0]),  # one pass
                 "grad_pre stats": lambda: grad_st.update(gp, work=work),
                 "matmul a.T@gp": lambda: np.matmul(a.T, gp, out=gw),
                 "matmul gp@W.T": lambda: np.matmul(gp, W.T, out=buf),
