@@ -22,6 +22,7 @@ import math
 import os
 import threading
 import time
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,7 +166,8 @@ def memory_parts(config: RunConfig) -> dict:
         weights += PARTS * params * item + (PARTS + 1) * biggest * item
     return {"weights": weights,
             "chunk": chunk * per_sample_bytes(config),
-            "other": biggest * stats_work_bytes(8) + PARTS * 2 * BLOCK_VALUES * 8 + 150 * 2**20}
+            "other": biggest * stats_work_bytes(8) + PARTS * 8 * sum(rows_per_block(d) * d for d in (dims[0], dims[-1]))
+            + 150 * 2**20}
 
 
 def estimate_bytes(config: RunConfig) -> int:
@@ -300,9 +302,9 @@ _WORKERS: dict = {}  # process id -> the engine's threads, kept between runs
 
 
 def _workers():
-    """The PARTS worker threads, started once per process: starting two threads took 2.7 ms of
-    every run (each waits for the interpreter lock to say it started), 6% of the default float32
-    forward pass. Idle between runs; a forked child starts its own."""
+    """The PARTS worker threads, started once per process: starting two threads in every run (each
+    waits for the interpreter lock to say it started) cost 1.4-2.3% of the default float32 forward
+    pass. Idle between runs; a forked child starts its own."""
     pid = os.getpid()
     with _POOL_LOCK:
         if pid not in _WORKERS:
@@ -324,6 +326,20 @@ def _give_back(work: Scratch):
     if work.nbytes <= POOL_BYTES:
         with _POOL_LOCK:
             _POOL.append(work)
+
+
+def _run_all(pool, pending: list, calls: list):
+    """Run the calls on the worker threads (in turn where there are none), wait for all of them,
+    then raise the first failure; ``pending`` collects what was submitted."""
+    if pool is None:
+        for call in calls:
+            call()
+        return
+    jobs = [pool.submit(call) for call in calls]
+    pending.extend(jobs)
+    futures.wait(jobs)
+    for job in jobs:
+        job.result()
 
 
 class _Part:
@@ -430,7 +446,7 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
     if not _BLAS:
         _BLAS.append((_openblas_threads(), _openblas_gemm_tn()))
     blas = _BLAS[0][0]
-    pool = None
+    pool, pending = None, []
     # two threads only where BLAS may use two: a sweep worker limited to one BLAS thread (so that
     # workers x threads never exceed the cores) runs the two halves one after the other
     threads = blas[1]() if blas is not None else 1
@@ -444,12 +460,7 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
                 rows = stop - start
                 cut = start + (rows + 1) // 2 if rows >= PARTS * MIN_PART_ROWS else stop
                 shares = [(parts[0], start, cut), (parts[1], cut, stop)][: 2 if cut < stop else 1]
-                if pool is not None:
-                    for job in [pool.submit(part.chunk, a, b) for part, a, b in shares]:
-                        job.result()
-                else:
-                    for part, a, b in shares:
-                        part.chunk(a, b)
+                _run_all(pool, pending, [functools.partial(part.chunk, a, b) for part, a, b in shares])
                 if progress:
                     progress(stop, config.batch)
             t3 = time.perf_counter()
@@ -463,26 +474,22 @@ def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:
                         mine.slope_sum += theirs.slope_sum
             if config.backward:
                 @np.errstate(all="ignore")
-                def weight_stats(l, work):
-                    grad_w = parts[0].grad_w[l]
-                    for other in parts[1:]:
-                        if other.grad_w[l] is not None:
-                            grad_w += other.grad_w[l]
-                    gw = TensorStats(config.bins, None, dtype)
-                    gw.update(grad_w, work=work)
-                    layers[l].grad_weight = gw
+                def weight_stats(k, step):  # layers k, k + step, ...: one thread, one set of work arrays
+                    for l in range(k, L, step):
+                        grad_w = parts[0].grad_w[l]
+                        for other in parts[1:]:
+                            if other.grad_w[l] is not None:
+                                grad_w += other.grad_w[l]
+                        gw = TensorStats(config.bins, None, dtype)
+                        gw.update(grad_w, work=parts[k].work)
+                        layers[l].grad_weight = gw
 
-                if pool is not None:
-                    jobs = [pool.submit(lambda k: [weight_stats(l, parts[k].work) for l in range(k, L, PARTS)], k)
-                            for k in range(PARTS)]
-                    for job in jobs:
-                        job.result()
-                else:
-                    for l in range(L):
-                        weight_stats(l, parts[0].work)
+                shares = [(k, PARTS) for k in range(PARTS)] if pool is not None else [(0, 1)]
+                _run_all(pool, pending, [functools.partial(weight_stats, k, step) for k, step in shares])
             t_merge = time.perf_counter() - t3
     finally:
         if pool is not None:
+            futures.wait(pending)  # a failure or an interrupt: the threads finish with the work arrays first
             blas[0](threads)
         for part in parts:
             _give_back(part.work)

@@ -164,6 +164,28 @@ def test_worker_threads_are_kept_between_runs_and_started_anew_in_a_forked_child
     assert child.exitcode == 0 and queue.get(timeout=5) == first.layers
 
 
+def test_a_failing_thread_lets_the_other_finish_before_the_run_raises(monkeypatch):
+    # the work arrays go back to the process's pool when a run ends: a run that fails in one thread
+    # must not end (and hand them to the next run) while the other thread still writes into them
+    import time
+
+    from actstats import network
+
+    finished = []
+
+    def chunk(self, start, stop):
+        if start == 0:
+            raise RuntimeError("boom")
+        time.sleep(0.3)
+        finished.append(stop)
+
+    monkeypatch.setattr(network._Part, "_chunk", chunk)
+    config = RunConfig.from_dict({**SMALL, "batch": 300, "layers": 3, "chunk_size": 300})
+    with pytest.raises(RuntimeError, match="boom"):
+        network.run(config)
+    assert finished == [300]
+
+
 def test_engine_fast_paths_equal_direct_numpy_with_symmetric_and_saturated_layers():
     # constant weights: every unit equal (the symmetric fallback of the units statistics); normal:std=3
     # saturates tanh (the saturated count's pruning by min/max); relu with a negative bias kills units
