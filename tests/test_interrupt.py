@@ -192,7 +192,9 @@ def test_a_second_sweep_on_the_same_folder_refuses_and_the_first_finishes(tmp_pa
     cfg = tmp_path / "s.yaml"
     cfg.write_text(SWEEP)
     folder = tmp_path / "r" / "k"
-    first = start(cfg, tmp_path / "r", "--jobs", "1", "--set", "batch=3000")  # slow: still running below
+    # slow (32 runs of batch 30000 on one worker, ~8 s here; batch 3000 took 1.6 s once the engine got
+    # faster, and a loaded machine let it finish before the checks below): still running below
+    first = start(cfg, tmp_path / "r", "--jobs", "1", "--set", "batch=30000")
     wait_for_runs(first, folder, 1)
     second = subprocess.run(command(cfg, tmp_path / "r"), env=env(), capture_output=True, text=True)
     assert second.returncode == 1
