@@ -115,7 +115,7 @@ def network_options(fn):
         click.option("--dtype", help="float64 (default) or float32."),
         click.option("--seed", type=int, help="Random seed (default 0)."),
         click.option("--bins", type=int, help="Histogram bins (default 50)."),
-        click.option("--chunk-size", type=int, help="Rows per chunk (default: automatic, bounded memory)."),
+        click.option("--chunk-size", type=int, help="Rows per chunk (default: automatic, bounded memory; a few rows per chunk is much slower)."),
         click.option("--forward-only", is_flag=True, default=None, help="Skip the backward pass."),
     ]
     for opt in reversed(opts):

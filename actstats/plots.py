@@ -302,6 +302,13 @@ def _marker(n: int, dashed: bool = False):
     return "o" if n <= 30 else None
 
 
+def log_limits(lo: float, hi: float) -> tuple[float, float]:
+    """Limits of a log axis that shows lo..hi (positive, finite) with a margin of 5% of its decades,
+    inside 1e-300..HUGE (matplotlib's own margins overflow near the float limit)."""
+    pad = 10 ** (0.05 * max(math.log10(hi) - math.log10(lo), 0.3))
+    return max(lo / pad, 1e-300), min(hi * pad, HUGE)
+
+
 def _log_lines(ax, x, series) -> bool:
     """Plot ``(label, values, color, dashed)`` on a log axis; True when anything was drawn.
 
@@ -315,9 +322,7 @@ def _log_lines(ax, x, series) -> bool:
     if drawn.size:
         # limits set before plotting, autoscale off: matplotlib's own margins are powers of 10
         # that overflow (a RuntimeWarning) when the data come near the float limit
-        lo, hi = float(drawn.min()), float(drawn.max())
-        pad = 10 ** (0.05 * max(math.log10(hi / lo), 0.3))
-        ax.set_ylim(max(lo / pad, 1e-300), min(hi * pad, HUGE))
+        ax.set_ylim(*log_limits(float(drawn.min()), float(drawn.max())))
     else:
         ax.set_ylim(0.1, 10)
         ax.text(0.5, 0.5, "nothing positive and finite to draw on a log axis",
@@ -340,11 +345,11 @@ def _log_lines(ax, x, series) -> bool:
         ax.plot(x, np.where(ok, y, np.nan), color=color, linestyle="--" if dashed else "-", marker=marker,
                 markersize=14 if marker == "_" else 3, markeredgewidth=1.5, linewidth=1.5, label=label)
     if drawn.size:
-        _log_ticks(ax, float(drawn.min()), float(drawn.max()))
+        log_ticks(ax, float(drawn.min()), float(drawn.max()))
     return bool(drawn.size)
 
 
-def _log_ticks(ax, lo: float, hi: float, symlog: bool = False):
+def log_ticks(ax, lo: float, hi: float, symlog: bool = False):
     """Readable ticks for a log (or symlog) y axis whose data run from ``lo`` to ``hi`` (> 0).
 
     Under one decade, plain numbers (0.2, 0.4, ...: matplotlib would label only 10^0 there); up to
@@ -440,7 +445,7 @@ def profile_figure(result):
         ends = [_symlog_end(v) for v in (float(np.min(mean[~bad])), float(np.max(mean[~bad])))]
         ax_mean.set_ylim(min(ends[0], -0.3), max(ends[1], 0.3))
         ax_mean.set_autoscaley_on(False)
-        _log_ticks(ax_mean, 1.0, big, symlog=True)
+        log_ticks(ax_mean, 1.0, big, symlog=True)
         ax_mean.set_ylabel("mean (symlog: linear within ±1)")
     else:
         ax_mean.set_ylabel("mean")

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from .diagnosis import layer_ranges
-from .plots import DPI, figure_png
+from .plots import DPI, figure_png, log_limits, log_ticks
 FILES = {"profiles": "std_by_layer.png", "heatmap": "last_layer.png", "seeds": "seeds.png"}
 ROWS = (("pre", "pre-activation std (z)"), ("post", "post-activation std"),
         ("grad_pre", "gradient dL/dz std"))
@@ -136,13 +136,16 @@ def _positive(y: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(y) & (y > 0), y, np.nan)
 
 
-def _note(columns: dict[str, np.ndarray]) -> str:
+def _note(columns: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     """Why a line is missing or short on a log axis: exact zeros, or values past the float range;
-    ``columns`` maps a row's short name (z, a, dL/dz) to its std by layer."""
+    ``columns`` maps a row's short name (z, a, dL/dz) to its std and its non-finite fraction by
+    layer. A layer with inf or NaN values is said to have them, even where the std of its finite
+    values is 0 or finite."""
     notes = []
-    for short, v in columns.items():
+    for short, (v, nonfinite) in columns.items():
         n = len(v)
-        for what, mask in (("0", v == 0), ("inf", ~np.isfinite(v))):
+        overflow = ~np.isfinite(v) | (nonfinite > 0)
+        for what, mask in (("0", (v == 0) & ~overflow), ("inf", overflow)):
             layers = list(np.flatnonzero(mask) + 1)
             if layers:
                 where = "every layer" if len(layers) == n else layer_ranges(layers)
@@ -162,10 +165,22 @@ def _log_ticks(axis, lo: float, hi: float) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def _positive_range(ax) -> tuple[float, float] | None:
+    """The smallest and largest positive finite value of the lines drawn on ``ax``."""
+    ys = [np.asarray(line.get_ydata(), dtype=float) for line in ax.get_lines()]
+    ys = np.concatenate(ys) if ys else np.empty(0)
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    return (float(ys.min()), float(ys.max())) if ys.size else None
+
+
 def _style_axes(ax, title: str, ylabel: str | None, xlabel: bool):
     from matplotlib.ticker import MaxNLocator
 
     ax.set_title(title, fontsize=10)
+    data = _positive_range(ax)
+    extreme = data is not None and (data[1] > 1e300 or data[0] < 1e-300)
+    if extreme:  # limits before the log scale: matplotlib's margins and ticks would leave the float range
+        ax.set_ylim(*log_limits(*data))
     ax.set_yscale("log")
     ax.grid(True, which="major", alpha=0.3)
     last = max(1.5, ax.get_xlim()[1])
@@ -174,7 +189,9 @@ def _style_axes(ax, title: str, ylabel: str | None, xlabel: bool):
     else:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=10))
     ax.set_xlim(0.5, last)
-    lo, hi = ax.get_ylim()
+    if extreme:
+        log_ticks(ax, *data)
+    lo, hi = map(float, ax.get_ylim())  # Python floats: a ratio past the float range is inf, not a warning
     if 0 < lo and hi / lo < 10:  # at least a decade, so that noise does not look like a trend
         mid = math.sqrt(lo * hi)
         lo, hi = mid / math.sqrt(10), mid * math.sqrt(10)
@@ -213,7 +230,8 @@ def profiles_figure(sweep, results):
     first = {}  # group -> its first run, for the notes and for spotting identical numbers
     for r in runs:
         first.setdefault(_label(r, drop), r)
-    notes = {g: _note({short[t]: np.asarray(results[r.name].column(t, "std"), dtype=float)
+    notes = {g: _note({short[t]: (np.asarray(results[r.name].column(t, "std"), dtype=float),
+                                  np.asarray(results[r.name].column(t, "frac_nonfinite"), dtype=float))
                        for t, _ in rows}) for g, r in first.items()}
     profile = {g: tuple(results[r.name].column("post", "std")) + tuple(results[r.name].column("pre", "std"))
                for g, r in first.items()}

@@ -484,6 +484,36 @@ def test_runs_of_different_depths_draw_side_by_side():
         assert list(ln.get_ydata()) == results[run.name].column("post", "std")
 
 
+def test_a_run_overflowing_toward_the_float_limit_does_not_break_the_comparison_figure():
+    # found by a fresh-eyes pass: beside all-ones ReLU (std ~1e300 by layer 110, inf after) the
+    # figure's log axes fell back to 1..10 (matplotlib's margins overflowed) and hid He's line; the
+    # legend said "z std 0" where the layers held inf (the std of their finite values, zeros, is 0)
+    import warnings
+
+    from actstats import plots, run_experiment
+    from actstats.sweep_plots import profiles_figure
+
+    s = sweep_of({"name": "boom", "base": {"act": "relu", "layers": 120, "width": 500, "batch": 20},
+                  "grid": {"init": ["ones", "he"]}})
+    results = {r.name: run_experiment(r.config) for r in s.runs}
+    ones, he = (results[r.name] for r in s.runs)
+    z_ones, z_he = np.array(ones.column("pre", "std")), np.array(he.column("pre", "std"))
+    inf_layers = np.flatnonzero(np.array(ones.column("pre", "frac_nonfinite")) > 0) + 1
+    assert inf_layers.size and np.nanmax(z_ones[np.isfinite(z_ones)]) > 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow inside matplotlib
+        fig = profiles_figure(s, results)
+        fig.canvas.draw()
+    lo, hi = fig.axes[0].get_ylim()
+    finite = z_ones[np.isfinite(z_ones) & (z_ones > 0)]
+    # both lines inside the axis, up to plots.HUGE (1e307: limits past it overflow matplotlib's ticks)
+    assert lo <= min(z_he.min(), finite.min()) and hi == plots.HUGE < finite.max() <= 10 * hi
+    legend = " ".join(t.get_text() for t in fig.legends[0].get_texts()).replace("\n", " ")
+    first, last = int(inf_layers[0]), int(inf_layers[-1])
+    assert f"z std inf at layers {first}–{last}" in " ".join(legend.split())
+    assert "z std 0" not in legend
+
+
 def test_jobs_above_the_cores_is_capped_with_one_line_on_stderr(tmp_path, monkeypatch):
     # each worker runs BLAS on one thread, so workers <= cores keeps workers x threads <= cores;
     # more workers would only share the cores (executors.available_cores reads the affinity mask)
