@@ -49,15 +49,25 @@ class Scratch:
 
     def __init__(self):
         self._bufs: dict = {}
+        self._views: dict = {}  # (name, shape, dtype) -> the view last handed out
 
     def get(self, name: str, shape, dtype) -> np.ndarray:
+        key = (name, shape, dtype)
+        view = self._views.get(key)
+        if view is not None:  # the engine asks for the same few views layer after layer
+            return view
         dtype = np.dtype(dtype)
         n = math.prod(shape)
         nbytes = n * dtype.itemsize
         buf = self._bufs.get(name)
         if buf is None or buf.size * 8 < nbytes:  # float64 storage: aligned for every dtype
             buf = self._bufs[name] = np.empty(-(-nbytes // 8), np.float64)
-        return buf.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # views of the old one
+        view = buf.view(np.uint8)[:nbytes].view(dtype).reshape(shape)
+        if len(self._views) >= 256:  # a long sweep of many shapes keeps only the recent ones
+            self._views.clear()
+        self._views[key] = view
+        return view
 
     @property
     def nbytes(self) -> int:
@@ -321,35 +331,36 @@ class TensorStats:
             x = np.ascontiguousarray(x)
         if kernels.usable(x):
             low, high = saturation or (-math.inf, math.inf)
-            lo, hi, row_s, row_q, n_bad, n_zero, above, below = kernels.scan(x, low, high)
-            if not n_bad:
-                return (*self._update_finite(x, lo, hi, work, n_zero, row_s, row_q), above + below)
-            return (*self._update_general(x), above + below)  # the scan counted inf, not NaN, as NumPy does
+            scan = kernels.scan(x, low, high, (self.sym_tol, CANCEL_RATIO) if self.units else None)
+            if not scan.n_nonfinite:
+                return (*self._update_finite(x, scan.lo, scan.hi, work, scan), scan.n_above + scan.n_below)
+            # the scan counted inf, not NaN, as NumPy does
+            return (*self._update_general(x), scan.n_above + scan.n_below)
         lo, hi = float(x.min()), float(x.max())
         if math.isfinite(lo) and math.isfinite(hi):
             return (*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation))
         return (*self._update_general(x), _n_outside(x, -math.inf, math.inf, saturation))
 
     def _update_finite(self, x: np.ndarray, lo: float, hi: float, work: Scratch | None,
-                       n_zero: int | None = None, row_s=None, row_q=None) -> tuple[float, float]:
-        """A chunk of finite values, contiguous; the kernels' scan when given (``n_zero`` and the
-        per-row sums), else NumPy's passes."""
+                       scan: "kernels.Scan | None" = None) -> tuple[float, float]:
+        """A chunk of finite values, contiguous; the kernels' scan of it when given, else NumPy's
+        passes."""
         work = work or Scratch()
         x64 = x
-        if x.dtype != np.float64 and row_s is None:  # float32: sums, squares, bins in float64
+        if x.dtype != np.float64 and scan is None:  # float32: sums, squares, bins in float64
             x64 = work.get("x64", x.shape, np.float64)
             np.copyto(x64, x)
         n = x.size
         if self.units:
-            total, m2 = self._update_units(x64, work, row_s, row_q)
+            total, m2 = self._update_units(x64, work, scan)
         else:
             flat = x64.reshape(-1)
-            if row_s is None:
+            if scan is None:
                 total = float(np.sum(flat))
                 m2 = float(np.einsum("i,i->", flat, flat)) - total * (total / n)
             else:
-                total = float(np.sum(row_s))
-                m2 = float(np.sum(row_q)) - total * (total / n)
+                total = scan.total
+                m2 = scan.sum_sq - total * (total / n)
             if not m2 * CANCEL_RATIO > total * (total / n):  # mean^2/var large (or var 0): centre
                 d = work.get("centred", flat.shape, np.float64)
                 np.subtract(flat, total / n, out=d, dtype=np.float64)  # flat may be float32
@@ -359,8 +370,8 @@ class TensorStats:
             mean, m2, k = _huge_moments(x64)
         self._merge_moments(n, mean, m2, k)
         self.min, self.max = min(self.min, lo), max(self.max, hi)
-        if n_zero is not None:
-            self.n_zero += n_zero
+        if scan is not None:
+            self.n_zero += scan.n_zero
         elif lo <= 0.0 <= hi:
             zero = work.get("zero", x.shape, np.bool_)
             self.n_zero += int(np.count_nonzero(np.equal(x, 0, out=zero)))
@@ -389,17 +400,27 @@ class TensorStats:
         self.hist.update(finite, lo, hi, self.min, self.max)
         return lo, hi
 
-    def _update_units(self, x: np.ndarray, work: Scratch, s=None, q=None) -> tuple[float, float]:
+    def _update_units(self, x: np.ndarray, work: Scratch, scan: "kernels.Scan | None" = None) -> tuple[float, float]:
         """Units statistics of a finite chunk (samples, units), from per-sample sums and sums of
-        squares (``s``, ``q`` when the kernels' scan gave them; else x is float64 and they are
-        computed here); returns the chunk's (sum, M2), which those give too."""
+        squares (the kernels' ``scan`` when given, which also measured the spread when every row is
+        clear; else x is float64 and they are computed here); returns the chunk's (sum, M2), which
+        those give too."""
         rows, units = x.shape
-        if s is None:
+        n = x.size
+        if scan is not None:
+            s, q, total = scan.row_sums, scan.row_sq, scan.total
+            m2 = scan.sum_sq - total * (total / n)
+            if scan.clear == rows:  # the units of every sample differ: the kernel summed their stds
+                self.asymmetric += rows
+                self.unit_std_sum += scan.spread
+                self.samples += rows
+                self._update_alive(x)
+                return total, m2
+        else:
             s = np.add.reduce(x, axis=1)                     # (rows,)
             q = np.einsum("ij,ij->i", x, x)                  # (rows,)
-        total = float(np.sum(s))
-        n = x.size
-        m2 = float(np.sum(q)) - total * (total / n)
+            total = float(np.sum(s))
+            m2 = float(np.sum(q)) - total * (total / n)
         shift = 0.0
         if not m2 * CANCEL_RATIO > total * (total / n):      # centre on the chunk mean first
             shift = total / n

@@ -237,3 +237,23 @@ def test_many_bins_on_a_small_thread_stack():
         m.setattr(kernels, "LIB", None)
         slow = stats_of(x, 40, bins=100_000)
     same(box["fast"], slow)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_scan_measures_the_spread_across_units_of_every_row(dtype):
+    # units statistics from the one pass: each sample's std across units (NumPy's np.std of the
+    # row), summed, and every row counted as asymmetric; with a dominant mean the kernel leaves the
+    # chunk to the caller (clear -1), which centres it first
+    gen = np.random.default_rng(11)
+    x = (gen.standard_normal((37, 23)) * gen.uniform(0.5, 3, (37, 1))).astype(dtype)
+    got = kernels.scan(x, units=(1e-3, 32.0))
+    assert got.clear == 37
+    assert got.spread == pytest.approx(float(np.sum(np.std(x.astype(np.float64), axis=1))), rel=1e-12)
+    assert got.total == pytest.approx(float(np.sum(x, dtype=np.float64)), rel=1e-12)
+    assert got.sum_sq == pytest.approx(float(np.sum(x.astype(np.float64) ** 2)), rel=1e-12)
+    assert kernels.scan(x + dtype(100), units=(1e-3, 32.0)).clear == -1  # mean^2/var ~ 1e4 > 32
+    assert kernels.scan(x).clear == -1  # not asked
+    s = TensorStats(10, dtype=dtype, units=True)
+    s.update(x)
+    assert (s.asymmetric, s.samples) == (37, 37)
+    assert s.unit_std_sum == pytest.approx(got.spread, rel=1e-15)

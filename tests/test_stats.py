@@ -235,3 +235,18 @@ def test_moments_of_values_near_the_float_limit_stay_finite_and_exact(a, b, e):
         assert math.isfinite(s["std"]) and math.isfinite(s["mean"])
         tol = 1e-9 * 2.0**e  # relative to the values' scale: a mean near 0 is a difference of huge values
         assert abs(s["mean"] - mean) <= tol and abs(s["std"] - std) <= tol
+
+
+def test_scratch_hands_out_views_of_its_current_buffer():
+    # views are kept for the next request of the same name, shape and dtype; when a larger request
+    # replaces a name's buffer, a later small request must see the new buffer, not the old one
+    from actstats.stats import Scratch
+
+    work = Scratch()
+    small = work.get("a", (4,), np.float64)
+    assert work.get("a", (4,), np.float64) is small
+    big = work.get("a", (1000,), np.float64)
+    again = work.get("a", (4,), np.float64)
+    assert np.shares_memory(again, big) and not np.shares_memory(again, small)
+    assert np.shares_memory(work.get("a", (2, 2), np.float32), big)  # another dtype: the same bytes
+    assert work.nbytes == 1000 * 8
