@@ -451,9 +451,14 @@ class TensorStats:
         return total, m2
 
     def _update_alive(self, x: np.ndarray):
-        """Units non-zero for some sample; only the units not yet seen alive are looked at."""
+        """Units non-zero for some sample: the first rows settle most units (a ReLU unit is zero for
+        about half the samples: after 16 rows one in 65,000 is left), then only the units not yet
+        seen alive are looked at (a gather of every unit still dead after row 0 took 0.1 ms a layer)."""
         if self.alive is None:
             self.alive = x[0] != 0
+        if self.alive.all():
+            return
+        self.alive |= np.any(x[:16] != 0, axis=0)
         if self.alive.all():
             return
         dead = np.flatnonzero(~self.alive)
