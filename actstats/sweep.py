@@ -201,6 +201,7 @@ class sweep_lock:
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self.made: list[Path] = []
 
     def __enter__(self):
         import fcntl
@@ -210,6 +211,12 @@ class sweep_lock:
             _LOCKS[key][1] += 1
             return self
         path = self.folder / LOCK
+        # folders this lock makes (the sweep's, and the parents it needs): removed again on exit when
+        # the sweep left them empty (refused before writing anything)
+        for d in (self.folder, *self.folder.parents):
+            if d.exists():
+                break
+            self.made.append(d)
         while True:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -245,6 +252,11 @@ class sweep_lock:
             del _LOCKS[key]
             Path(entry[0].name).unlink(missing_ok=True)  # before the release: see the inode check
             entry[0].close()
+            for d in self.made:  # deepest first; a folder with anything in it stays
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
 
 
 def memory_refusal(run: PlannedRun) -> str | None:

@@ -544,4 +544,4 @@ def test_run_sweep_from_python_caps_jobs_at_the_cores_as_the_cli_does(tmp_path, 
     assert state.warnings == ["--jobs 3 > 1 core(s): using 1 worker(s)"]  # the CLI's line
     with pytest.raises(ConfigError, match=r"^jobs == 0, must be >= 1\.$"):
         run_sweep(s, tmp_path / "zero", jobs=0, plots=False)
-    assert not any((tmp_path / "zero" / "cap").iterdir())  # only the lock's folder: nothing written
+    assert not (tmp_path / "zero").exists()  # refused before writing: not even the lock's folders stay
