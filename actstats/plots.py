@@ -152,6 +152,7 @@ PANEL_W, PANEL_H, GAP = 1.35, 1.5, 0.5      # inches: panel, space between panel
 LEFT, RIGHT = 0.8, 0.25                     # margins: "count" and its tick labels on the left
 ROW_TITLE, PANEL_TITLE, BELOW = 0.32, 0.42, 0.62
 HEADROOM = 1.35                             # y limit over the tallest bar: room for the notes
+ZERO_CUT = 3.0                              # a bar of zeros this many times the rest is cut (_zero_spike)
 
 
 def _hist(result, tensor: str):
@@ -218,6 +219,22 @@ def _panel_notes(result, tensor, i, has_data) -> list[str]:
     return notes
 
 
+def _zero_spike(layer: dict, tensor: str, edges: np.ndarray, c: np.ndarray) -> tuple[float, str | None]:
+    """(y top, note): the tallest bar, or, when the bar holding 0 is mostly exact zeros (ReLU's off
+    units, their zero gradients) and over ZERO_CUT times every other bar, the tallest other bar, so
+    the shape of the rest stays visible; the note says how many values are 0 and that the bar is cut."""
+    b = int(np.searchsorted(edges, 0.0, side="right")) - 1
+    top = float(c.max())
+    if not 0 <= b < c.size or c.size < 2:
+        return top, None
+    frac = _stat(layer, tensor, "frac_zero")
+    zeros = frac * _stat(layer, tensor, "count")
+    rest = float(np.max(np.delete(c, b)))
+    if not (zeros >= 0.5 * c[b] and rest > 0 and c[b] > ZERO_CUT * rest):
+        return top, None
+    return rest, f"{frac:.0%} exactly 0\n(bar cut)"
+
+
 def _draw_panel(ax, result, tensor, i, edges, counts, color):
     from matplotlib.transforms import ScaledTranslation
 
@@ -228,21 +245,23 @@ def _draw_panel(ax, result, tensor, i, edges, counts, color):
             color="#444444", transform=ax.transAxes + ScaledTranslation(0, 3 / 72, fig.dpi_scale_trans))
     c = counts[i]
     nz = np.flatnonzero(c)
+    cut = None
     if nz.size:
         i0, i1 = nz[0], nz[-1] + 1
         e = np.clip(edges[i, i0:i1 + 1], -HUGE, HUGE)
         # the outline keeps a spike narrower than a pixel visible
         ax.stairs(c[i0:i1], e, fill=True, facecolor=color, edgecolor=color, linewidth=0.8)
-        top = float(c.max())
+        top, cut = _zero_spike(layer, tensor, edges[i], c)
         yticks = _linear_ticks(0.0, top, 2)
     else:
         top, yticks = 1.0, []
     ax.set_ylim(0, top * HEADROOM)
     ax.set_yticks(yticks, [_compact(t) for t in yticks])
-    notes = _panel_notes(result, tensor, i, bool(nz.size))
+    notes = _panel_notes(result, tensor, i, bool(nz.size)) + ([cut] if cut else [])
     if notes:
         ax.text(0.97, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
-                fontsize=7.5, fontweight="bold", color="#222222")
+                fontsize=7.5, fontweight="bold", color="#222222",
+                bbox=dict(facecolor="white", alpha=0.85, edgecolor="none", pad=1.0))
     ax.tick_params(labelsize=8, length=3, pad=2)
 
 
@@ -252,7 +271,9 @@ def histograms_figure(result):
     A row shares its x axis, so a collapse shows as the histograms narrowing layer after layer and an
     explosion as them widening; tanh's post row spans [-1, 1], where collapse is a spike at 0 and
     saturation two spikes at ±1. With more than ``MAX_PANELS`` layers, evenly spaced layers are shown.
-    Bars are counts; each panel has its own count scale.
+    Bars are counts; each panel has its own count scale. A bar of exact zeros that dwarfs the rest
+    (ReLU's off units, and their zero gradients) is cut at the height of the others, and the panel
+    says what fraction is 0.
     """
     L = len(result.layers)
     idx = shown_layers(L)

@@ -157,6 +157,27 @@ def test_histograms_of_deep_net_show_ten_layers():
                                                   result.histograms["post_edges"][k])[0])
 
 
+def test_relu_zero_bar_is_cut_so_the_rest_shows():
+    # ReLU: half of a and of dL/dz are exactly 0, one bar several times any other; the y axis is
+    # scaled to the other bars (plus the headroom) and the panel says how many are 0 and that the
+    # bar is cut. tanh's post has no zeros: its tallest bar sets the scale, and no note.
+    result = run(init="he", act="relu", layers=3)
+    fig = plots.histograms_figure(result)
+    for ax, (tensor, l) in zip(fig.axes, [("post", l) for l in range(3)] + [("grad_pre", l) for l in range(3)]):
+        counts, edges = result.histograms[f"{tensor}_counts"][l], result.histograms[f"{tensor}_edges"][l]
+        b = int(np.searchsorted(edges, 0.0, side="right")) - 1
+        rest = np.delete(counts, b).max()
+        assert counts[b] > 3 * rest  # the premise: a spike of zeros
+        assert ax.get_ylim()[1] == pytest.approx(rest * plots.HEADROOM)
+        frac = result.layers[l][tensor]["frac_zero"]
+        assert f"{frac:.0%} exactly 0\n(bar cut)" in [t.get_text() for t in ax.texts]
+    tanh = run(init="xavier", act="tanh", layers=3, backward=False)
+    fig = plots.histograms_figure(tanh)
+    for ax, counts in zip(fig.axes, tanh.histograms["post_counts"]):
+        assert ax.get_ylim()[1] == pytest.approx(counts.max() * plots.HEADROOM)
+        assert not any("exactly 0" in t.get_text() for t in ax.texts)
+
+
 def test_forward_only_has_post_row_only():
     result = run(init="xavier", act="sigmoid", backward=False)
     fig = plots.histograms_figure(result)
