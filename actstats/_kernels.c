@@ -144,6 +144,9 @@ static float float_at_most(double t) {
 __attribute__((optimize("fp-contract=off"))) static int64_t units_spread(
     const double *row_s, const double *row_q, int64_t rows, int64_t cols, double total, double sumsq,
     double sym_tol, double cancel, double *spread) {
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF /* clang ignores the attribute above; GCC ignores this pragma */
+#endif
     double n = (double)(rows * cols), units = (double)cols, sum = 0.0;
     if (!((sumsq - total * (total / n)) * cancel > total * (total / n))) return -1;
     int64_t clear = 0;
