@@ -400,7 +400,8 @@ class TensorStats:
         self.hist.update(finite, lo, hi, self.min, self.max)
         return lo, hi
 
-    def _update_units(self, x: np.ndarray, work: Scratch, scan: "kernels.Scan | None" = None) -> tuple[float, float]:
+    def _update_units(self, x: np.ndarray, work: Scratch,
+                      scan: "kernels.Scan | None" = None) -> tuple[float, float]:
         """Units statistics of a finite chunk (samples, units), from per-sample sums and sums of
         squares (the kernels' ``scan`` when given, which also measured the spread when every row is
         clear; else x is float64 and they are computed here); returns the chunk's (sum, M2), which
@@ -411,10 +412,7 @@ class TensorStats:
             s, q, total = scan.row_sums, scan.row_sq, scan.total
             m2 = scan.sum_sq - total * (total / n)
             if scan.clear == rows:  # the units of every sample differ: the kernel summed their stds
-                self.asymmetric += rows
-                self.unit_std_sum += scan.spread
-                self.samples += rows
-                self._update_alive(x)
+                self._add_samples(x, rows, scan.spread)
                 return total, m2
         else:
             s = np.add.reduce(x, axis=1)                     # (rows,)
@@ -444,11 +442,16 @@ class TensorStats:
             xs = x[unclear]
             spread[unclear] = np.std(xs, axis=1, dtype=np.float64)
             asymmetric += self._n_asymmetric(xs) - unclear.size
-        self.asymmetric += asymmetric
-        self.unit_std_sum += float(np.sum(spread))
-        self.samples += rows
-        self._update_alive(x)
+        self._add_samples(x, asymmetric, float(np.sum(spread)))
         return total, m2
+
+    def _add_samples(self, x: np.ndarray, asymmetric: int, spread_sum: float):
+        """Fold in a finite chunk's samples: how many have units that differ, the sum of their
+        stds across units, and the units they show alive."""
+        self.asymmetric += asymmetric
+        self.unit_std_sum += spread_sum
+        self.samples += x.shape[0]
+        self._update_alive(x)
 
     def _update_alive(self, x: np.ndarray):
         """Units non-zero for some sample: the first rows settle most units (a ReLU unit is zero for
