@@ -29,14 +29,15 @@ at load time (the same clone every time on a given machine, so results are repea
 
 /* ---- scan: extremes, row sums, counts ------------------------------------------------------- */
 /* res[0], res[1] = min, max (over all values: inf when there is one, NaN ignored); res[2], res[3] =
-   sum and sum of squares; res[5..8] = non-finite, zero, above sat_high, below sat_low counts. row_s,
-   row_q: per row, the sum and sum of squares. With a non-finite value the sums are meaningless and the
-   caller takes its general path. The main loop counts no non-finite values: an inf or NaN makes its
-   row's sum or sum of squares non-finite, and only then are they counted, in a second pass
-   (finite values past ~1e154 also overflow a sum of squares; that pass then finds none). Without
-   saturation thresholds (both infinite) the loop does not compare against them. float32 rows take two loops: extremes and
-   counts in eight float lanes (32-bit counters, thresholds as the floats that compare alike), then
-   the sums in double; one loop mixing the two widths ran 40% slower. */
+   sum and sum of squares; res[5..8] = non-finite, zero, above sat_high, below sat_low counts.
+   row_s, row_q: per row, the sum and sum of squares. With a non-finite value the sums are
+   meaningless and the caller takes its general path. The main loop counts no non-finite values: an
+   inf or NaN makes its row's sum or sum of squares non-finite, and only then are they counted, in a
+   second pass (finite values past ~1e154 also overflow a sum of squares; that pass then finds
+   none). Without saturation thresholds (both infinite) the loop does not compare against them.
+   float32 rows take two loops: extremes and counts in eight float lanes (32-bit counters,
+   thresholds as the floats that compare alike), then the sums in double; one loop mixing the two
+   widths ran 40% slower. */
 #define SCAN_ROW(T, SAT)                                                                         \
     _Pragma("omp simd reduction(+:s,q,zero,above,below) reduction(min:rlo) reduction(max:rhi)")  \
     for (int64_t j = 0; j < cols; j++) {                                                          \
