@@ -20,6 +20,8 @@ INPUTS = ("normal", "uniform", "half")
 DTYPES = ("float64", "float32")
 # beyond these a value is a typo, not an experiment (10^8 samples of even a tiny net take minutes)
 MAXIMUM = {"layers": 10_000, "batch": 10**8, "bins": 100_000, "seed": 2**63 - 1}
+# one bin cannot hold values of both signs on the adaptive grid (its bins are aligned on 0)
+MINIMUM = {"seed": 0, "bins": 2}
 INPUT_SECOND_MOMENT = {"normal": 1.0, "uniform": 1.0 / 3, "half": 0.5}  # E[x^2]
 
 
@@ -75,8 +77,7 @@ class RunConfig:
         out: dict[str, Any] = {}
         for key in ("layers", "batch", "seed", "bins"):
             if key in d:
-                out[key] = _int(d[key], key, at, minimum=0 if key == "seed" else 1,
-                                maximum=MAXIMUM.get(key))
+                out[key] = _int(d[key], key, at, minimum=MINIMUM.get(key, 1), maximum=MAXIMUM.get(key))
         for key in ("input_dim", "chunk_size"):
             if d.get(key) is not None:
                 out[key] = _int(d[key], key, at, minimum=1)

@@ -138,6 +138,8 @@ class Histogram:
     """Counts over ``bins`` bins; fixed edges when ``fixed=(lo, hi)``, else the adaptive 2**e grid."""
 
     def __init__(self, bins: int, fixed: tuple[float, float] | None = None, dtype=np.float64):
+        if fixed is None and bins < 2:  # bins are aligned on 0: one cannot hold both signs
+            raise ValueError(f"bins == {bins}, must be >= 2.")
         self.bins = bins
         self.fixed = fixed
         self.dtype = np.dtype(dtype)

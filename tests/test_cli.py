@@ -37,6 +37,7 @@ def test_help_for_every_command(runner, command):
     (["--layers", "0"], "Error: layers == 0, must be >= 1."),
     (["--width", "0"], "Error: width == 0, must be >= 1."),
     (["--batch", "-5"], "Error: batch == -5, must be >= 1."),
+    (["--bins", "1"], "Error: bins == 1, must be >= 2."),  # once an endless loop (fresh-eyes pass)
     (["--init", "xaviar"], "Error: unknown init 'xaviar'; did you mean 'xavier'?"),
     (["--act", "tanhh"], "Error: unknown activation 'tanhh'; did you mean 'tanh'?"),
     (["--init", "normal:std"], "Error: malformed init spec 'normal:std': 'std' is not key=value."),

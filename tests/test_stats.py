@@ -250,3 +250,14 @@ def test_scratch_hands_out_views_of_its_current_buffer():
     assert np.shares_memory(again, big) and not np.shares_memory(again, small)
     assert np.shares_memory(work.get("a", (2, 2), np.float32), big)  # another dtype: the same bytes
     assert work.nbytes == 1000 * 8
+
+
+def test_one_adaptive_bin_is_refused_rather_than_searched_for_forever():
+    # the adaptive grid's bins are aligned on 0, so no single bin holds -1 and 1: the search for
+    # its width never ended (found by a fresh-eyes pass: `actstats run --bins 1` hung)
+    with pytest.raises(ValueError, match=r"^bins == 1, must be >= 2\.$"):
+        TensorStats(1).update(np.array([-1.0, 1.0]))
+    s = TensorStats(2)
+    s.update(np.array([-1.0, 1.0]))
+    assert s.hist.counts.tolist() == [1, 1]
+    assert Histogram(1, fixed=(0.0, 1.0)).bins == 1  # a fixed range has no such search
