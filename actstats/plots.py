@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .diagnosis import headline, spans, unjudged
+from .diagnosis import headline, layer_ranges, unjudged
 
 DPI = 100
 MAX_PANELS = 10                      # histogram columns; deeper nets show evenly spaced layers
@@ -153,6 +153,8 @@ LEFT, RIGHT = 0.8, 0.25                     # margins: "count" and its tick labe
 ROW_TITLE, PANEL_TITLE, BELOW = 0.32, 0.42, 0.62
 HEADROOM = 1.35                             # y limit over the tallest bar: room for the notes
 ZERO_CUT = 3.0                              # a bar of zeros this many times the rest is cut (_zero_spike)
+ZERO_NOTE = 0.05                            # ... and from this fraction of exact zeros the panel says so
+CUT_HEADROOM = 1.6                          # a cut panel's y limit over the other bars: room for the break
 
 
 def _hist(result, tensor: str):
@@ -219,20 +221,25 @@ def _panel_notes(result, tensor, i, has_data) -> list[str]:
     return notes
 
 
-def _zero_spike(layer: dict, tensor: str, edges: np.ndarray, c: np.ndarray) -> tuple[float, str | None]:
-    """(y top, note): the tallest bar, or, when the bar holding 0 is mostly exact zeros (ReLU's off
-    units, their zero gradients) and over ZERO_CUT times every other bar, the tallest other bar, so
-    the shape of the rest stays visible; the note says how many values are 0 and that the bar is cut."""
-    b = int(np.searchsorted(edges, 0.0, side="right")) - 1
+def _zero_spike(layer: dict, tensor: str, edges: np.ndarray, c: np.ndarray):
+    """(y limit, note, x of a cut bar or None). The bar holding 0, when mostly exact zeros (ReLU's
+    off units and their zero gradients, tanh's saturated units' zero slopes): from ZERO_NOTE of the
+    values the note says what fraction is exactly 0 (that bar is not what a histogram of the rest
+    would show); when it is over ZERO_CUT times every other bar it is cut, the y limit set by the
+    others, so that the shape of the rest stays visible."""
     top = float(c.max())
+    b = int(np.searchsorted(edges, 0.0, side="right")) - 1
     if not 0 <= b < c.size or c.size < 2:
-        return top, None
+        return top * HEADROOM, None, None
     frac = _stat(layer, tensor, "frac_zero")
-    zeros = frac * _stat(layer, tensor, "count")
+    if not (frac >= ZERO_NOTE and frac * _stat(layer, tensor, "count") >= 0.5 * c[b]):
+        return top * HEADROOM, None, None
     rest = float(np.max(np.delete(c, b)))
-    if not (zeros >= 0.5 * c[b] and rest > 0 and c[b] > ZERO_CUT * rest):
-        return top, None
-    return rest, f"{frac:.0%} exactly 0\n(bar cut)"
+    if rest == 0:  # one bar: the panel's other notes ("all = 0") say it
+        return top * HEADROOM, None, None
+    if not c[b] > ZERO_CUT * rest:
+        return top * HEADROOM, f"{frac:.0%} exactly 0", None
+    return rest * CUT_HEADROOM, f"{frac:.0%} exactly 0\n(bar cut)", (edges[b] + edges[b + 1]) / 2
 
 
 def _draw_panel(ax, result, tensor, i, edges, counts, color):
@@ -245,19 +252,21 @@ def _draw_panel(ax, result, tensor, i, edges, counts, color):
             color="#444444", transform=ax.transAxes + ScaledTranslation(0, 3 / 72, fig.dpi_scale_trans))
     c = counts[i]
     nz = np.flatnonzero(c)
-    cut = None
     if nz.size:
         i0, i1 = nz[0], nz[-1] + 1
         e = np.clip(edges[i, i0:i1 + 1], -HUGE, HUGE)
         # the outline keeps a spike narrower than a pixel visible
         ax.stairs(c[i0:i1], e, fill=True, facecolor=color, edgecolor=color, linewidth=0.8)
-        top, cut = _zero_spike(layer, tensor, edges[i], c)
-        yticks = _linear_ticks(0.0, top, 2)
+        ylim, zeros, cut_at = _zero_spike(layer, tensor, edges[i], c)
+        yticks = _linear_ticks(0.0, ylim / (CUT_HEADROOM if cut_at is not None else HEADROOM), 2)
+        if cut_at is not None:  # a white gap across the cut bar, above every other bar
+            ax.plot([np.clip(cut_at, -HUGE, HUGE)], [ylim * 0.72], marker="_", markersize=9,
+                    markeredgewidth=2.5, color="white", zorder=4)
     else:
-        top, yticks = 1.0, []
-    ax.set_ylim(0, top * HEADROOM)
+        ylim, zeros, yticks = HEADROOM, None, []
+    ax.set_ylim(0, ylim)
     ax.set_yticks(yticks, [_compact(t) for t in yticks])
-    notes = _panel_notes(result, tensor, i, bool(nz.size)) + ([cut] if cut else [])
+    notes = _panel_notes(result, tensor, i, bool(nz.size)) + ([zeros] if zeros else [])
     if notes:
         ax.text(0.97, 0.97, "\n".join(notes), transform=ax.transAxes, ha="right", va="top",
                 fontsize=7.5, fontweight="bold", color="#222222",
@@ -271,9 +280,10 @@ def histograms_figure(result):
     A row shares its x axis, so a collapse shows as the histograms narrowing layer after layer and an
     explosion as them widening; tanh's post row spans [-1, 1], where collapse is a spike at 0 and
     saturation two spikes at ±1. With more than ``MAX_PANELS`` layers, evenly spaced layers are shown.
-    Bars are counts; each panel has its own count scale. A bar of exact zeros that dwarfs the rest
-    (ReLU's off units, and their zero gradients) is cut at the height of the others, and the panel
-    says what fraction is 0.
+    Bars are counts; each panel has its own count scale. Where many values are exactly 0 (ReLU's off
+    units and their zero gradients, tanh's saturated units' zero slopes) the panel says what
+    fraction, and a bar of them that dwarfs the rest is cut (a white gap), its y scale set by the
+    other bars.
     """
     L = len(result.layers)
     idx = shown_layers(L)
@@ -334,8 +344,8 @@ def _log_lines(ax, x, series) -> bool:
     """Plot ``(label, values, color, dashed)`` on a log axis; True when anything was drawn.
 
     Values that a log axis cannot show (0, negative, inf, NaN) are left out (NaN in the Line2D),
-    marked on the frame (▼ at the bottom for ≤ 0, × at the top for inf/NaN) and named in the
-    legend.
+    marked on the frame (▼ at the bottom for 0 or less, × at the top for inf/NaN) and named in the
+    legend ("= 0 at layers 1–10" where they are all exactly 0, as a zero init's std).
     """
     ys = [np.array(values, dtype=float) for _, values, _, _ in series]
     drawn = np.concatenate([y[np.isfinite(y) & (y > 0)] for y in ys]) if ys else np.array([])
@@ -353,10 +363,11 @@ def _log_lines(ax, x, series) -> bool:
     for (label, _, color, dashed), y in zip(series, ys):
         ok = np.isfinite(y) & (y > 0)
         notes = []
-        for what, mask, ypos, mk in (("≤ 0", np.isfinite(y) & (y <= 0), 0.025, "v"),
+        low = np.isfinite(y) & (y <= 0)
+        for what, mask, ypos, mk in (("= 0" if np.all(y[low] == 0) else "≤ 0", low, 0.025, "v"),
                                      ("inf/NaN", ~np.isfinite(y), 0.975, "x")):
             if mask.any():
-                notes.append(f"{what} at layer {spans([int(k) for k in x[mask]])} "
+                notes.append(f"{what} at {layer_ranges([int(k) for k in x[mask]])} "
                              f"{'▼' if mk == 'v' else '×'}")
                 ax.plot(x[mask], np.full(mask.sum(), ypos), transform=edge, linestyle="none",
                         marker=mk, markersize=5, color=color, label="_edge")
@@ -459,7 +470,7 @@ def profile_figure(result):
     bad = ~np.isfinite(mean)
     label = "post a: mean"
     if bad.any():
-        label += f" (inf/NaN at layer {spans([int(k) for k in x[bad]])}: not drawn)"
+        label += f" (inf/NaN at {layer_ranges([int(k) for k in x[bad]])}: not drawn)"
     big = float(np.abs(mean[~bad]).max()) if (~bad).any() else 0.0
     if big > 1e3:  # orders of magnitude: symlog, limits set first (see _log_lines)
         ax_mean.set_yscale("symlog", linthresh=1.0)

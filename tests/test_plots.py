@@ -20,6 +20,7 @@ import pytest
 
 import actstats
 from actstats import plots
+from actstats.diagnosis import layer_ranges, spans
 
 SMALL = dict(width=50, batch=100)
 
@@ -87,8 +88,9 @@ def test_shown_layers_evenly_spaced_with_first_and_last(n):
 
 
 def test_spans():
-    assert plots.spans([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
-    assert plots.spans([4]) == "4"
+    assert spans([1, 2, 3, 7, 9, 10]) == "1–3, 7, 9–10"
+    assert spans([4]) == "4"
+    assert (layer_ranges([4]), layer_ranges([1, 2])) == ("layer 4", "layers 1–2")
 
 
 # -- histograms -----------------------------------------------------------------------------------
@@ -159,8 +161,8 @@ def test_histograms_of_deep_net_show_ten_layers():
 
 def test_relu_zero_bar_is_cut_so_the_rest_shows():
     # ReLU: half of a and of dL/dz are exactly 0, one bar several times any other; the y axis is
-    # scaled to the other bars (plus the headroom) and the panel says how many are 0 and that the
-    # bar is cut. tanh's post has no zeros: its tallest bar sets the scale, and no note.
+    # scaled to the other bars (plus room for the break) and the panel says how many are 0 and that
+    # the bar is cut. tanh's post has no zeros: its tallest bar sets the scale, and no note.
     result = run(init="he", act="relu", layers=3)
     fig = plots.histograms_figure(result)
     for ax, (tensor, l) in zip(fig.axes, [("post", l) for l in range(3)] + [("grad_pre", l) for l in range(3)]):
@@ -168,7 +170,7 @@ def test_relu_zero_bar_is_cut_so_the_rest_shows():
         b = int(np.searchsorted(edges, 0.0, side="right")) - 1
         rest = np.delete(counts, b).max()
         assert counts[b] > 3 * rest  # the premise: a spike of zeros
-        assert ax.get_ylim()[1] == pytest.approx(rest * plots.HEADROOM)
+        assert ax.get_ylim()[1] == pytest.approx(rest * plots.CUT_HEADROOM)
         frac = result.layers[l][tensor]["frac_zero"]
         assert f"{frac:.0%} exactly 0\n(bar cut)" in [t.get_text() for t in ax.texts]
     tanh = run(init="xavier", act="tanh", layers=3, backward=False)
@@ -176,6 +178,24 @@ def test_relu_zero_bar_is_cut_so_the_rest_shows():
     for ax, counts in zip(fig.axes, tanh.histograms["post_counts"]):
         assert ax.get_ylim()[1] == pytest.approx(counts.max() * plots.HEADROOM)
         assert not any("exactly 0" in t.get_text() for t in ax.texts)
+
+
+def test_exact_zeros_are_named_even_when_their_bar_is_not_cut():
+    # tanh with N(0, 1) weights: about 40% of dL/dz are exactly 0 (a rounds to +-1, so 1 - a^2 is
+    # 0), sharing a bin with small gradients on a grid widened by the exploding tail: the panel must
+    # say so (a fresh-eyes reader saw a skew that was not there), without cutting a bar that is not
+    # over 3 times the others
+    result = run(init="normal:std=1", act="tanh", layers=3, width=500, batch=200)
+    fig = plots.histograms_figure(result)
+    for ax, l in zip(fig.axes[3:], range(3)):
+        frac = result.layers[l]["grad_pre"]["frac_zero"]
+        assert frac > 0.3
+        counts = result.histograms["grad_pre_counts"][l]
+        texts = [t.get_text() for t in ax.texts]
+        if ax.get_ylim()[1] == pytest.approx(counts.max() * plots.HEADROOM):
+            assert f"{frac:.0%} exactly 0" in texts
+        else:
+            assert f"{frac:.0%} exactly 0\n(bar cut)" in texts
 
 
 def test_forward_only_has_post_row_only():
@@ -284,7 +304,7 @@ def test_log_axis_masks_what_it_cannot_show(collapse):
     assert np.isnan(y[[0, 1, 2, 4]]).all()
     np.testing.assert_array_equal(y[3:4], [1e100])
     np.testing.assert_array_equal(y[5:], want[5:])
-    assert "≤ 0 at layer 1, 5 ▼" in ln.get_label() and "inf/NaN at layer 2–3 ×" in ln.get_label()
+    assert "≤ 0 at layers 1, 5 ▼" in ln.get_label() and "inf/NaN at layers 2–3 ×" in ln.get_label()
     # the left-out layers are marked on the frame
     marks = [m for m in fig.axes[0].get_lines() if m.get_label() == "_edge"]
     assert sorted(x for m in marks for x in m.get_xdata()) == [1, 2, 3, 5]
@@ -309,7 +329,7 @@ def test_zero_init_draws_without_warnings(zeros):
         assert len(values) == 1 and values[0] == 50 * 100 and edges[0] == 0.0
         assert "all = 0" in [t.get_text() for t in ax.texts]
     ln = line(prof.axes[0], "post a: std")
-    assert np.isnan(ln.get_ydata()).all() and "≤ 0 at layer 1–10" in ln.get_label()
+    assert np.isnan(ln.get_ydata()).all() and "= 0 at layers 1–10 ▼" in ln.get_label()  # a std cannot be negative: it is 0
     assert any("nothing positive" in t.get_text() for t in prof.axes[0].texts)
 
 
@@ -334,7 +354,7 @@ def test_exploding_run_draws_without_warnings(exploding, layers):
     assert np.isnan(ln.get_ydata()[~ok]).all()
     if not ok.all():  # the layers left off the log axis are named: std 0 where only ReLU zeros are finite
         zero = [int(k) for k in np.flatnonzero(std == 0) + 1]
-        assert f"≤ 0 at layer {zero[0]}–{zero[-1]}" in ln.get_label()
+        assert f"= 0 at {layer_ranges(zero)}" in ln.get_label()
     if layers == 200:
         frac = line(prof.axes[2], "inf/NaN")
         np.testing.assert_array_equal(frac.get_ydata(), result.column("post", "frac_nonfinite"))
