@@ -6,7 +6,7 @@ function, :func:`variance_scaling` (as in Keras and JAX), so the table of scheme
 a dozen near-copies. A scheme is chosen with a spec string ``NAME[:key=value,...]``, for example
 ``normal:std=0.01``, ``kaiming_normal:mode=fan_out`` or ``constant:value=0.5``.
 
-Two meanings of "Xavier": CS231n (and document 000 of the sources) calls ``randn/sqrt(fan_in)``
+Two meanings of "Xavier": the CS231n notes (and tutorials that follow them) call ``randn/sqrt(fan_in)``
 "Xavier"; Glorot & Bengio (2010), PyTorch and Keras use variance ``2/(fan_in+fan_out)``, and
 ``randn/sqrt(fan_in)`` is LeCun's. The two coincide when fan_in == fan_out.
 
@@ -230,7 +230,7 @@ SCHEMES: dict[str, Scheme] = {
         {"scale": 1.0, "mode": "fan_in", "distribution": "uniform"}),
     "pytorch_linear": Scheme(
         {}, "U(+-1/sqrt(fan_in))", "PyTorch nn.Linear default (kaiming_uniform with a=sqrt(5))",
-        "the 'uniform' of document 002, suited to sigmoid",
+        "a reasonable choice with sigmoid",
         {"scale": 1.0 / 3, "mode": "fan_in", "distribution": "uniform"}),
     "lsuv": Scheme(
         {"tol": 0.1, "max_iter": 10.0}, "orthogonal, then each layer's W scaled by 1/std(pre) "

@@ -124,13 +124,13 @@ def init_table() -> Table:
     table.add_column("formula", overflow="fold")
     table.add_column("source / also known as", overflow="fold")
     for name, sch in SCHEMES.items():
-        params = "\n".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
+        params = "\n".join(f"{k}={_default(v)}" for k, v in sch.params.items())
         source = "; ".join(part for part in (sch.source, sch.aka) if part and part != "-")
         table.add_row(name, params or "–", sch.formula, source)
     aliases = ", ".join(f"{a} = {t}" for a, t in ALIASES.items())
     table.caption = (
         f"Aliases: {aliases}.\n"
-        "Two meanings of 'Xavier': CS231n (and the source document 000) calls randn/sqrt(fan_in) "
+        "Two meanings of 'Xavier': the CS231n notes (and tutorials that follow them) call randn/sqrt(fan_in) "
         "'Xavier'; Glorot & Bengio, PyTorch and Keras use variance 2/(fan_in+fan_out), and "
         "randn/sqrt(fan_in) is LeCun's (lecun_normal, or untruncated: "
         "variance_scaling:distribution=normal). They coincide when fan_in == fan_out.")
@@ -148,7 +148,7 @@ def init_detail(name: str) -> Text:
              f"  source:     {sch.source}"]
     if sch.aka:
         lines.append(f"  also:       {sch.aka}")
-    params = ", ".join(f"{k}={'required' if v is None else v}" for k, v in sch.params.items())
+    params = ", ".join(f"{k}={_default(v)}" for k, v in sch.params.items())
     lines.append(f"  parameters: {params or 'none'}")
     if sch.preset:
         lines.append("  preset of:  variance_scaling(" +
@@ -211,3 +211,10 @@ def theory_table(act: str, rows: list[dict], width: int) -> Table:
 def no_prediction_lines(rows: list[dict]) -> list[str]:
     """One line per init the theory makes no prediction for, saying why."""
     return [f"{r['init']}: no prediction, {r['reason']}" for r in rows if "reason" in r]
+
+
+def _default(value) -> str:
+    """A parameter's default as typed: 'required' for none, 10 rather than 10.0."""
+    if value is None:
+        return "required"
+    return f"{value:g}" if isinstance(value, float) else str(value)
