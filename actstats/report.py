@@ -32,9 +32,16 @@ def sig4(x) -> str:
 
 
 def _std_span(result) -> str:
-    """Post-activation std at layer 1 and at the last layer."""
+    """Post-activation std at layer 1 and at the last layer; a layer with inf or NaN values reads
+    "inf/NaN" (the std of its finite values alone, 0 where an explosion left only zeros finite, would
+    read as a collapse)."""
     std = result.column("post", "std")
-    return f"{sig4(std[0])} → {sig4(std[-1])}"
+    bad = result.column("post", "frac_nonfinite")
+
+    def one(i):
+        return "inf/NaN" if bad[i] and bad[i] > 0 else sig4(std[i])
+
+    return f"{one(0)} → {one(-1)}"
 
 
 def summary_csv(sweep, results) -> str:

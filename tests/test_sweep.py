@@ -545,3 +545,18 @@ def test_run_sweep_from_python_caps_jobs_at_the_cores_as_the_cli_does(tmp_path, 
     with pytest.raises(ConfigError, match=r"^jobs == 0, must be >= 1\.$"):
         run_sweep(s, tmp_path / "zero", jobs=0, plots=False)
     assert not (tmp_path / "zero").exists()  # refused before writing: not even the lock's folders stay
+
+
+def test_report_names_a_layer_with_inf_rather_than_its_finite_std():
+    # ReLU with all-ones weights overflows (float32: 50^30 > 3.4e38): at the last layer half the
+    # values are inf and the finite ones are 0, so the std of the finite values is 0 — a collapse to
+    # the eye.
+    # The report's "layer 1 -> last" column says inf/NaN there (a fresh-eyes finding).
+    import actstats
+    from actstats.report import _std_span, sig4
+
+    result = actstats.run_experiment({"init": "ones", "act": "relu", "layers": 30, "width": 50, "batch": 10,
+                                     "dtype": "float32"})
+    last = result.layers[-1]["post"]
+    assert last["frac_nonfinite"] > 0
+    assert _std_span(result) == f"{sig4(result.layers[0]['post']['std'])} → inf/NaN"
