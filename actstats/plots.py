@@ -260,7 +260,7 @@ def _draw_panel(ax, result, tensor, i, edges, counts, color):
         ylim, zeros, cut_at = _zero_spike(layer, tensor, edges[i], c)
         yticks = _linear_ticks(0.0, ylim / (CUT_HEADROOM if cut_at is not None else HEADROOM), 2)
         if cut_at is not None:  # a white gap across the cut bar, above every other bar
-            ax.plot([np.clip(cut_at, -HUGE, HUGE)], [ylim * 0.72], marker="_", markersize=9,
+            ax.plot([np.clip(cut_at, -HUGE, HUGE)], [1.15 * ylim / CUT_HEADROOM], marker="_", markersize=9,
                     markeredgewidth=2.5, color="white", zorder=4)
     else:
         ylim, zeros, yticks = HEADROOM, None, []
