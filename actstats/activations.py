@@ -133,6 +133,8 @@ def sigmoid(z, out=None, work=None):
 
 
 def relu(z, out=None, work=None):
+    if kernels.usable(z, out):
+        return kernels.relu(z, out)
     return np.maximum(z, 0, out=out)
 
 

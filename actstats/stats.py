@@ -240,7 +240,13 @@ class Histogram:
     def prepare(self, data_lo: float, data_hi: float) -> tuple[float, int]:
         """Adaptive grid: move to the grid of all data so far, [data_lo, data_hi], and return its
         (2**-e, start) for binning a chunk as floor(x * 2**-e) - start."""
-        e = self._exponent(data_lo, data_hi)
+        # more data never needs a finer grid (both of _exponent's bounds grow with the range), so
+        # the present exponent stays where it meets both for all the data (the common case: a few
+        # us less a chunk and a merge); the index bound is checked first, as _level could overflow
+        e = self.e
+        if e is None or (math.frexp(max(abs(data_lo), abs(data_hi)))[1] - INDEX_BITS > e
+                         or _level(data_hi, e) - _level(data_lo, e) + 1 > self.bins):
+            e = self._exponent(data_lo, data_hi)
         start = _level(data_lo, e)
         if self.e != e or self.start != start:
             self._regrid(e, start)
@@ -259,6 +265,9 @@ class Histogram:
         if other.e is None:
             return
         self.prepare(data_lo, data_hi)
+        if (other.e, other.start) == (self.e, self.start):
+            self.counts += other.counts
+            return
         theirs = Histogram(self.bins, None, self.dtype)
         theirs.counts, theirs.e, theirs.start = other.counts.copy(), other.e, other.start
         theirs._regrid(self.e, self.start)

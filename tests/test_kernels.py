@@ -257,3 +257,40 @@ def test_scan_measures_the_spread_across_units_of_every_row(dtype):
     s.update(x)
     assert (s.asymmetric, s.samples) == (37, 37)
     assert s.unit_std_sum == pytest.approx(got.spread, rel=1e-15)
+
+
+def test_normal_kernel_draws_numpys_numbers_bit_for_bit():
+    # the engine's input and loss projection rows are Generator(SFC64(seq)).standard_normal; the
+    # kernel draws them three times faster and must draw the same bits. 100,000 draws leave the
+    # ziggurat's fast path (wedges, tail) about 1,500 times: those are NumPy's own code on our state
+    for key in range(4):
+        seq = np.random.SeedSequence(3, spawn_key=(1, 0, key))
+        ours, theirs = np.random.SFC64(seq), np.random.SFC64(seq)
+        x = np.empty((800, 125))
+        assert kernels.standard_normal(ours, x)
+        expected = np.random.Generator(theirs).standard_normal((800, 125))
+        assert np.array_equal(x.view(np.uint64), expected.view(np.uint64))
+        assert np.array_equal(ours.state["state"]["state"], theirs.state["state"]["state"])
+        # advanced alike: NumPy's next draws from either are the same
+        assert np.array_equal(np.random.Generator(ours).random(3), np.random.Generator(theirs).random(3))
+    # what it does not know is left to NumPy: another bit generator, another dtype
+    assert not kernels.standard_normal(np.random.PCG64(1), np.empty(10))
+    assert not kernels.standard_normal(np.random.SFC64(1), np.empty(10, np.float32))
+
+
+def test_engine_input_is_numpys_normal_draws():
+    # rows of block k come from Generator(SFC64(SeedSequence(seed, spawn_key=(INPUT, 0, k)))),
+    # whichever road draws them
+    config = RunConfig(layers=1, width=8, input_dim=300, batch=250, seed=5)
+    block = network.rows_per_block(300)
+    seq = np.random.SeedSequence(5, spawn_key=(network.INPUT, 0, 1))
+    expected = np.random.Generator(np.random.SFC64(seq)).standard_normal((block, 300))  # rows 109-217
+    assert np.array_equal(network.input_rows(config, 250)[block: 2 * block], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_kernel_is_numpys_maximum_bit_for_bit(dtype):
+    specials = np.array([-0.0, 0.0, np.nan, -np.nan, np.inf, -np.inf, 1e-45, -1e-45, 3.0, -2.0], dtype)
+    z = np.concatenate([specials, np.random.default_rng(2).standard_normal(1000).astype(dtype)])
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    assert np.array_equal(kernels.relu(z).view(bits), np.maximum(z, 0).view(bits))  # +0 for -0, NaN kept

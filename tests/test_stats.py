@@ -261,3 +261,18 @@ def test_one_adaptive_bin_is_refused_rather_than_searched_for_forever():
     s.update(np.array([-1.0, 1.0]))
     assert s.hist.counts.tolist() == [1, 1]
     assert Histogram(1, fixed=(0.0, 1.0)).bins == 1  # a fixed range has no such search
+
+
+def test_adaptive_grid_follows_the_index_bound_when_more_data_arrives():
+    # bins are at least 2**(exponent of max|x| - 50) wide (bin numbers below 2**50): values just
+    # below 2**60 get bins of 2**10; one just above 2**60 needs 2**11, although the data would still
+    # fit 50 bins of 2**10. The grid of the chunks is then the grid of all the data at once.
+    a, b = np.array([2.0**60 - 2**12, 2.0**60 - 2**11]), np.array([2.0**60 + 2**12])
+    chunked = TensorStats(50)
+    chunked.update(a)
+    assert chunked.hist.e == 10
+    chunked.update(b)
+    whole = TensorStats(50)
+    whole.update(np.concatenate([a, b]))
+    assert (chunked.hist.e, chunked.hist.start) == (whole.hist.e, whole.hist.start) == (11, 2**49 - 2)
+    assert np.array_equal(chunked.hist.counts, whole.hist.counts)
