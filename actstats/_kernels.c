@@ -446,11 +446,14 @@ static inline float relu_f(float x) { return x > 0.0f || x != x ? x : 0.0f; }
     }
 
 /* ---- normal samples: NumPy's, drawn faster ---------------------------------------------------- */
-/* The engine's input (and loss projection) rows are Generator(SFC64(seed)).standard_normal(...): NumPy's
+/* The engine's input (and loss projection) rows are, block by block,
+   Generator(SFC64(SeedSequence(seed, spawn_key=(stream, 0, block)))).standard_normal(...): NumPy's
    ziggurat, 8.5 ns a value on the machine of the benchmark, most of it in calls through the bit
-   generator's function pointer and a branch on the sign that fails half the time. These functions
-   draw the same numbers, bit for bit, in 2.5 ns: SFC64's step is inlined, and the ziggurat's fast path
-   (98.5% of draws: a 64-bit word gives a layer i, a sign and a 52-bit rabs; x = +-rabs * w[i] when
+   generator's function pointer and a branch on the sign that fails half the time, and 15 us a block
+   to make the SeedSequence in Python. These functions draw the same numbers, bit for bit, in 2.5 ns
+   and one call a block without the GIL: SeedSequence's hash (O'Neill's seed_seq_fe with NumPy's
+   constants) and SFC64's seeding and step are written out here, and the ziggurat's fast path (98.5%
+   of draws: a 64-bit word gives a layer i, a sign and a 52-bit rabs; x = +-rabs * w[i] when
    rabs < k[i]) uses tables read out of NumPy's own random_standard_normal by calling it with a bit
    generator that returns chosen words. Every other draw (the wedges and the tail) is NumPy's
    function itself, run on this state. kernels.py compares the result with NumPy's before using it. */
@@ -529,28 +532,72 @@ static int normal_init(normal_fn fn) {
     return layers;
 }
 
-/* n draws into out from the state (a, b, c, counter), which is advanced as NumPy advances it. */
-static void normal_fill(uint64_t *state, int64_t n, double *out) {
-    sfc64 s = {state[0], state[1], state[2], state[3]};
+/* n draws from the state s, advanced as NumPy advances it, into out (float or double), or dropped
+   (out NULL) */
+static void normal_fill(sfc64 *state, int64_t n, int f32, void *out) {
+    sfc64 s = *state;
     for (int64_t i = 0; i < n; i++) {
         sfc64 next = s;
         uint64_t r = sfc64_next(&next);
         uint64_t rabs = (r >> 9) & 0x000fffffffffffffULL;
         int layer = (int)(r & 0xff);
+        double x;
         if (__builtin_expect(rabs < zig_k[layer], 1)) {
-            double x = (double)(int64_t)rabs * zig_w[layer];
-            uint64_t bits = to_bits(x) ^ (((r >> 8) & 1) << 63); /* the sign: no branch to mispredict */
-            out[i] = from_bits(bits);
+            x = from_bits(to_bits((double)(int64_t)rabs * zig_w[layer]) ^ (((r >> 8) & 1) << 63)); /* the
+                sign by a bit: no branch to mispredict */
             s = next;
         } else {
             bitgen_t g = {&s, sfc64_word, sfc64_half, sfc64_double, sfc64_word};
-            out[i] = numpy_normal(&g); /* from the state before the word: NumPy draws it again */
+            x = numpy_normal(&g); /* from the state before the word: NumPy draws it again */
         }
+        if (out && f32)
+            ((float *)out)[i] = (float)x;
+        else if (out)
+            ((double *)out)[i] = x;
     }
-    state[0] = s.a;
-    state[1] = s.b;
-    state[2] = s.c;
-    state[3] = s.counter;
+    *state = s;
+}
+
+/* SeedSequence(entropy) (the entropy and the spawn key as NumPy's uint32 words, run entropy first),
+   its generate_state(3, uint64), and SFC64 seeded from that: SFC64's state as NumPy sets it. */
+#define SEED_INIT_A 0x43b0d7e5u
+#define SEED_MULT_A 0x931e8875u
+#define SEED_INIT_B 0x8b51f9ddu
+#define SEED_MULT_B 0x58f38dedu
+#define SEED_MIX_L 0xca01f9ddu
+#define SEED_MIX_R 0x4973f715u
+
+static uint32_t seed_hash(uint32_t value, uint32_t *hash) {
+    value ^= *hash;
+    *hash *= SEED_MULT_A;
+    value *= *hash;
+    return value ^ (value >> 16);
+}
+
+static uint32_t seed_mix(uint32_t x, uint32_t y) {
+    uint32_t r = SEED_MIX_L * x - SEED_MIX_R * y;
+    return r ^ (r >> 16);
+}
+
+static sfc64 sfc64_seeded(const uint32_t *entropy, int64_t n) {
+    uint32_t pool[4], hash = SEED_INIT_A, words[6];
+    for (int i = 0; i < 4; i++) pool[i] = seed_hash(i < n ? entropy[i] : 0, &hash);
+    for (int src = 0; src < 4; src++)
+        for (int dst = 0; dst < 4; dst++)
+            if (src != dst) pool[dst] = seed_mix(pool[dst], seed_hash(pool[src], &hash));
+    for (int64_t src = 4; src < n; src++)
+        for (int dst = 0; dst < 4; dst++) pool[dst] = seed_mix(pool[dst], seed_hash(entropy[src], &hash));
+    hash = SEED_INIT_B;
+    for (int i = 0; i < 6; i++) {
+        uint32_t v = pool[i % 4] ^ hash;
+        hash *= SEED_MULT_B;
+        v *= hash;
+        words[i] = v ^ (v >> 16);
+    }
+    sfc64 s = {words[0] | (uint64_t)words[1] << 32, words[2] | (uint64_t)words[3] << 32,
+               words[4] | (uint64_t)words[5] << 32, 1};
+    for (int i = 0; i < 12; i++) sfc64_next(&s);
+    return s;
 }
 
 BACKWARD(double, tanh_back_d, TANH_SLOPE)
@@ -640,8 +687,15 @@ EXPORT int actstats_normal_init(void *numpy_standard_normal) {
     return normal_init((normal_fn)numpy_standard_normal);
 }
 
-/* state: SFC64's (a, b, c, counter), advanced; after actstats_normal_init only. */
-EXPORT void actstats_normal_fill(uint64_t *state, int64_t n, double *out) { normal_fill(state, n, out); }
+/* The draws skip .. skip + n - 1 of Generator(SFC64(SeedSequence(entropy))).standard_normal into out
+   (float32 when f32, else float64); entropy as SeedSequence assembles it (uint32 words). After
+   actstats_normal_init only. */
+EXPORT void actstats_normal_rows(const uint32_t *entropy, int64_t n_entropy, int64_t skip, int64_t n,
+                                 int f32, void *out) {
+    sfc64 s = sfc64_seeded(entropy, n_entropy);
+    normal_fill(&s, skip, f32, NULL);
+    normal_fill(&s, n, f32, out);
+}
 
 /* An importable (empty) module, so that setuptools builds it as an extension and kernels.py finds
    its file through the import system. */

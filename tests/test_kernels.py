@@ -260,22 +260,21 @@ def test_scan_measures_the_spread_across_units_of_every_row(dtype):
 
 
 def test_normal_kernel_draws_numpys_numbers_bit_for_bit():
-    # the engine's input and loss projection rows are Generator(SFC64(seq)).standard_normal; the
-    # kernel draws them three times faster and must draw the same bits. 100,000 draws leave the
-    # ziggurat's fast path (wedges, tail) about 1,500 times: those are NumPy's own code on our state
-    for key in range(4):
-        seq = np.random.SeedSequence(3, spawn_key=(1, 0, key))
-        ours, theirs = np.random.SFC64(seq), np.random.SFC64(seq)
+    # the engine's input and loss projection rows are, block by block,
+    # Generator(SFC64(SeedSequence(seed, spawn_key=...))).standard_normal; the kernel seeds and draws
+    # them three times faster and must give the same bits. 100,000 draws leave the ziggurat's fast
+    # path (wedges, tail) about 1,500 times: those are NumPy's own code on the kernel's state
+    for seed, key in ((3, (1, 0, 0)), (0, (2, 0, 7)), (2**40 + 9, (3, 0, 2**33 + 1)), (12345678901, (2,))):
+        theirs = np.random.Generator(np.random.SFC64(np.random.SeedSequence(seed, spawn_key=key)))
+        expected = theirs.standard_normal(100_000 + 77)
+        entropy = kernels.seed_entropy(seed, key)
         x = np.empty((800, 125))
-        assert kernels.standard_normal(ours, x)
-        expected = np.random.Generator(theirs).standard_normal((800, 125))
-        assert np.array_equal(x.view(np.uint64), expected.view(np.uint64))
-        assert np.array_equal(ours.state["state"]["state"], theirs.state["state"]["state"])
-        # advanced alike: NumPy's next draws from either are the same
-        assert np.array_equal(np.random.Generator(ours).random(3), np.random.Generator(theirs).random(3))
-    # what it does not know is left to NumPy: another bit generator, another dtype
-    assert not kernels.standard_normal(np.random.PCG64(1), np.empty(10))
-    assert not kernels.standard_normal(np.random.SFC64(1), np.empty(10, np.float32))
+        assert kernels.normal_rows(entropy, 77, x)  # draws 77 .. 100,076
+        assert np.array_equal(x.reshape(-1).view(np.uint64), expected[77:].view(np.uint64))
+        x32 = np.empty(1000, np.float32)  # float32: the same draws, rounded
+        assert kernels.normal_rows(entropy, 0, x32)
+        assert np.array_equal(x32, expected[:1000].astype(np.float32))
+    assert not kernels.normal_rows(kernels.seed_entropy(0, (1,)), 0, np.empty(10, np.int64))
 
 
 def test_engine_input_is_numpys_normal_draws():
