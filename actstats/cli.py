@@ -144,12 +144,21 @@ def build_config(config_file, **options):
 
 
 def output_dir(out: Path, name: str | None, config, overwrite: bool) -> Path:
-    """results/<name>; never silently replaces a complete result of a different run."""
+    """results/<name>; never silently replaces a complete result of a different run, and never
+    anything that is not a result (a sweep's folder, the user's own files)."""
     from .errors import ConfigError
     from .experiment import config_hash, default_name
-    from .results import stored_config
+    from .results import holds_other_files, stored_config
 
+    if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name
+                             or (os.altsep and os.altsep in name)):
+        raise ConfigError(f"--name {name!r} must be a folder name (no '/', not '.' or '..').")
     path = out / (name or default_name(config))
+    if holds_other_files(path):
+        if name:
+            raise ConfigError(f"{path} exists and holds no actstats result (no stats.json); "
+                              "choose another --name.")
+        return out / f"{default_name(config)}-{config_hash(config)}"
     stored = stored_config(path)
     if stored is None or stored.identity() == config.identity() or overwrite:
         return path

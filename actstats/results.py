@@ -102,6 +102,19 @@ def is_complete(path) -> bool:
     return (Path(path) / STATS).is_file()
 
 
+def holds_other_files(path) -> bool:
+    """Whether ``path`` exists but is no results folder (no stats.json), nor an empty folder: a
+    sweep's folder, the user's own files, which ``actstats run`` never replaces. (A sweep replaces
+    what is under its own run names: its folder is its own.)"""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()) or is_complete(path):
+        return False
+    try:
+        return not path.is_dir() or any(path.iterdir())
+    except OSError:
+        return True
+
+
 def stored_config(path) -> RunConfig | None:
     """The config of the complete result in ``path``, or None when there is none."""
     if not is_complete(path):

@@ -132,6 +132,51 @@ def test_default_name_of_a_different_run_gets_a_suffix(runner, tmp_path):
     assert (tmp_path / f"{default_name(config)}-{config_hash(config)}" / "stats.json").exists()
 
 
+@pytest.mark.parametrize("name", [".", "..", "", "../escape", "a/b"])
+def test_name_is_a_folder_name_not_a_path(runner, tmp_path, name):
+    # --name . replaced the whole --out folder (a sweep and other runs with it), ../x wrote outside it
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    result = invoke(runner, ["run", *SMALL, "--out", str(tmp_path), "--name", name, "--no-plots", "--quiet"])
+    assert result.exit_code == 2
+    assert result.output == f"Error: --name {name!r} must be a folder name (no '/', not '.' or '..').\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other"]
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_that_holds_no_result_is_never_replaced(runner, tmp_path):
+    # a sweep's folder or the user's own files under the --name asked for: refused, left as they
+    # were (it used to be replaced by the run's files without a word, --overwrite or not)
+    sweep = tmp_path / "tanh-scale"
+    sweep.mkdir()
+    (sweep / "sweep.yaml").write_text("grid: {}\n")
+    for flags in ([], ["--overwrite"]):
+        result = invoke(runner, ["run", *SMALL, "--out", str(tmp_path), "--name", "tanh-scale", "--no-plots",
+                                 "--quiet", *flags])
+        assert result.exit_code == 2
+        assert result.output == (f"Error: {sweep} exists and holds no actstats result (no stats.json); "
+                                 "choose another --name.\n")
+        assert [p.name for p in sweep.iterdir()] == ["sweep.yaml"]
+    # an empty folder holds nothing to lose: the run goes there
+    (tmp_path / "empty").mkdir()
+    assert invoke(runner, ["run", *SMALL, "--out", str(tmp_path), "--name", "empty", "--no-plots",
+                           "--quiet"]).exit_code == 0
+    assert (tmp_path / "empty" / "stats.json").is_file()
+
+
+def test_default_name_taken_by_other_files_gets_a_suffix(runner, tmp_path):
+    from actstats import RunConfig
+    from actstats.experiment import config_hash, default_name
+
+    config = RunConfig.from_dict({"layers": 3, "width": 20, "batch": 32})
+    taken = tmp_path / default_name(config)
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    assert invoke(runner, ["run", *SMALL, "--out", str(tmp_path), "--no-plots", "--quiet"]).exit_code == 0
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+    assert (tmp_path / f"{default_name(config)}-{config_hash(config)}" / "stats.json").is_file()
+
+
 def test_unwritable_output_is_a_failure_with_exit_1(runner, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
