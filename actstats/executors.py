@@ -59,6 +59,31 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _unblock(thread, queue) -> None:
+    """A worker stopped while it was sending a result (a large one goes down the pipe in pieces)
+    leaves the process pool's thread reading the rest of it for ever, and the interpreter's exit
+    joins that thread: 2 sweeps in 470 interrupted at random moments hung so. Zero bytes written into
+    the pipe complete the message; the thread finds it is no pickle, marks the pool broken and ends."""
+    writer = getattr(queue, "_writer", None)
+    if writer is None or writer.closed:
+        return
+    import select
+
+    fd = writer.fileno()
+    os.set_blocking(fd, False)
+    zeros = bytes(1 << 16)
+    while thread.is_alive():
+        if not select.select([], [fd], [], 1.0)[1]:  # full for a second: the thread reads no more
+            return
+        try:
+            os.write(fd, zeros)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return
+    thread.join()
+
+
 class LocalExecutor:
     """Worker processes on this machine: concurrent.futures.ProcessPoolExecutor, "spawn" start.
 
@@ -113,10 +138,27 @@ class LocalExecutor:
 
     def shutdown(self, cancel: bool = False) -> None:
         try:
-            if cancel:  # Ctrl-C: stop the running workers too, not only the queued runs
-                for proc in list(getattr(self._pool, "_processes", {}).values()):
-                    proc.terminate()
-            self._pool.shutdown(wait=True, cancel_futures=cancel)
+            if not cancel:
+                self._pool.shutdown(wait=True)
+                return
+            # Ctrl-C: stop the running workers too, not only the queued runs; wait for the workers,
+            # then for the pool's thread (see _unblock)
+            pool = self._pool
+            procs = list((getattr(pool, "_processes", None) or {}).values())
+            thread = getattr(pool, "_executor_manager_thread", None)  # (shutdown forgets them)
+            queue = getattr(pool, "_result_queue", None)
+            for proc in procs:
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.join(5)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join(5)
+            if thread is not None:
+                thread.join(2)
+                if thread.is_alive():
+                    _unblock(thread, queue)
         finally:
             for var, value in self._saved.items():
                 if value is None:

@@ -20,6 +20,7 @@ here, and its BLAS thread limit must be in place before numpy loads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -174,21 +175,45 @@ class Interrupted(KeyboardInterrupt):
 
 class _Interrupts:
     """While active (main thread only), SIGTERM raises ``Interrupted`` like Ctrl-C raises
-    KeyboardInterrupt, so the same cleanup runs: workers stopped, saved runs kept."""
+    KeyboardInterrupt, so the same cleanup runs: workers stopped, saved runs kept. Within
+    ``held_interrupts()`` either signal waits for the end of the block."""
+
+    held = 0              # depth of held_interrupts() blocks
+    pending: int | None = None
 
     def __enter__(self):
-        self.old = None
+        self.old = {}
+        _Interrupts.pending = None
         if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGTERM, self._raise)
+            self.old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._raise)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.old[signal.SIGINT] = signal.signal(signal.SIGINT, self._raise)
         return self
 
     @staticmethod
     def _raise(signum, frame):
+        if _Interrupts.held:
+            _Interrupts.pending = signum
+            return
         raise Interrupted(signum)
 
     def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
+        for signum, old in self.old.items():
+            signal.signal(signum, old)
+
+
+@contextlib.contextmanager
+def held_interrupts():
+    """Ctrl-C or SIGTERM within the block is raised at its end, not in its middle: a signal that
+    landed while a run's results were being zipped made zipfile fail with a ValueError of its own."""
+    _Interrupts.held += 1
+    try:
+        yield
+    finally:
+        _Interrupts.held -= 1
+        if not _Interrupts.held and _Interrupts.pending is not None:  # (over any error of the block:
+            signum, _Interrupts.pending = _Interrupts.pending, None  # the sweep stops either way)
+            raise Interrupted(signum)
 
 
 _LOCKS: dict = {}  # resolved folder -> [open lock file, depth]: re-entrant within this process
@@ -414,8 +439,9 @@ def run_sweep(sweep: SweepConfig, out, *, jobs: int | None = None, executor=None
                 record_failure(run, failure_record(run, outcome))
                 continue
             try:
-                save(outcome.result, folder / run.name, plots=plots,
-                     figures=outcome.figures if plots else None)
+                with held_interrupts():
+                    save(outcome.result, folder / run.name, plots=plots,
+                         figures=outcome.figures if plots else None)
             except (RunError, OSError) as exc:
                 record_failure(run, failure_record(run, outcome, f"cannot save: {exc}") | {"error": "RunError"})
                 continue
