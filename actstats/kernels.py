@@ -161,7 +161,6 @@ def backward(kind: str, d: np.ndarray, a: np.ndarray, out: np.ndarray) -> float:
     return LIB.actstats_backward(_f32(a), BACKWARD_KINDS.index(kind), _ptr(d), _ptr(a), _ptr(out), a.size)
 
 
-
 _NORMAL: list = []  # [True] once the kernel's normals were checked equal to NumPy's, [False] if not
 _NORMAL_LOCK = threading.Lock()
 CHECK_DRAWS = 20000  # ~300 of them leave the ziggurat's fast path (wedges and tail)
@@ -199,6 +198,8 @@ def _normal_ready() -> bool:
 
 def _words(n: int) -> list[int]:
     """A non-negative integer as SeedSequence takes it: 32-bit words, lowest first ([0] for 0)."""
+    if n < 0:  # (SeedSequence refuses them too; here the loop below would not end)
+        raise ValueError(f"expected a non-negative integer, got {n}")
     words = [n & 0xFFFFFFFF]
     while n >> 32:
         n >>= 32
