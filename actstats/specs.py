@@ -96,6 +96,8 @@ def parse(spec: "str | Mapping | Spec", what: str = "init") -> Spec:
     name, _, rest = text.partition(":")
     name = name.strip()
     if not name:
+        if not text:  # an empty --init "" has no ':' to speak of
+            raise ConfigError(f"empty {what} spec: expected NAME[:key=value,...].")
         raise ConfigError(f"malformed {what} spec '{show(spec)}': missing name before ':'.")
     if not _NAME.match(name):
         raise ConfigError(

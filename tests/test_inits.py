@@ -147,6 +147,8 @@ def test_canonical_specs():
     ("zeros:value=1", "init 'zeros' has no parameter 'value'; it takes no parameters."),
     ("uniform:low=1,high=0", "init 'uniform': low == 1 > high == 0."),
     (":std=1", "malformed init spec ':std=1': missing name before ':'."),
+    ("", "empty init spec: expected NAME[:key=value,...]."),
+    ("  ", "empty init spec: expected NAME[:key=value,...]."),
     ("normal:std=1,std=2", "malformed init spec 'normal:std=1,std=2': key 'std' given twice."),
 ])
 def test_spec_errors(spec, message):
