@@ -150,8 +150,7 @@ def output_dir(out: Path, name: str | None, config, overwrite: bool) -> Path:
     from .experiment import config_hash, default_name
     from .results import holds_other_files, stored_config
 
-    if name is not None and (name in ("", ".", "..") or "/" in name or os.sep in name
-                             or (os.altsep and os.altsep in name)):
+    if name is not None and (name in ("", ".", "..") or Path(name).name != name):  # one component
         raise ConfigError(f"--name {name!r} must be a folder name (no '/', not '.' or '..').")
     path = out / (name or default_name(config))
     if holds_other_files(path):

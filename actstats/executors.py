@@ -17,6 +17,7 @@ BLAS thread limit must be in place before numpy loads.
 from __future__ import annotations
 
 import os
+import select
 import signal
 
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -67,8 +68,6 @@ def _unblock(thread, queue) -> None:
     writer = getattr(queue, "_writer", None)
     if writer is None or writer.closed:
         return
-    import select
-
     fd = writer.fileno()
     os.set_blocking(fd, False)
     zeros = bytes(1 << 16)
@@ -81,7 +80,6 @@ def _unblock(thread, queue) -> None:
             continue
         except OSError:
             return
-    thread.join()
 
 
 class LocalExecutor:
