@@ -210,52 +210,51 @@ static void counter_close(Counter *c) {
     free(c->sub);
 }
 
-/* Adaptive grid: bin floor(x * scale) - start, scale = 2**-e (exact). A negative x whose product
+/* A histogram's grid: how a value's bin is found (bins_float / bins_double, a block at a time).
+   Adaptive (fixed 0): bin floor(x * scale) - start, scale = 2**-e (exact). A negative x whose product
    underflowed to -0.0 belongs in bin floor = -1. Finite x only, all inside the grid: a value that
-   is not (a caller's bug) is counted in the return value, never written out of bounds.
+   is not (a caller's bug) goes to the extra slot (bins), never out of bounds.
    For float32 data whose bins and start lie below 2**24 in magnitude the bins are computed in
-   float (eight lanes): there a product by a power of two, its floor and the difference of two
-   whole numbers below 2**24 are exact, as they are in double. */
+   float (eight lanes, "narrow"): there a product by a power of two, its floor and the difference
+   of two whole numbers below 2**24 are exact, as they are in double.
+   Fixed edges on [lo, hi] (fixed 1): bin floor(x * scale) + shift when shift is a whole number
+   (has_shift), else floor((x - lo) * scale); x == hi (or rounding onto it) goes in the last bin;
+   values below lo and above hi go to slots bins and bins + 1. Finite x only.
+   float32 data, with scale, lo and hi floats and |shift| + bins below 2**23 (tanh's and sigmoid's
+   grids), is binned in float (narrow) with the same result: x * scale in double is exact (24 + 24
+   bits), and so is floor of it from the float product p and its exact error e = fma(x, scale, -p):
+   rounding cannot carry p past a whole number below 2**23, so the floor is floor(p), less one where
+   p is whole and e < 0; a negative x whose product rounded to 0 is in bin -1 (as -0.0 * scale is 0). */
+typedef struct {
+    int fixed, has_shift, narrow;
+    double lo, hi, scale, shift, start;
+    int64_t bins, slots; /* slots: bins + 1 (adaptive) or bins + 2 (fixed) */
+} Grid;
+
+static Grid grid_adaptive(int f32, double scale, double start, int64_t bins) {
+    Grid g = {0, 0, f32 && fabs(start) + (double)bins < 16777216.0, 0.0, 0.0, scale, 0.0, start, bins, bins + 1};
+    return g;
+}
+
+static Grid grid_fixed(int f32, double lo, double hi, double scale, double shift, int has_shift, int64_t bins) {
+    int narrow = f32 && has_shift && (double)(float)scale == scale && (double)(float)lo == lo &&
+                 (double)(float)hi == hi && fabs(shift) + (double)bins < 8388608.0;
+    Grid g = {1, has_shift, narrow, lo, hi, scale, shift, 0.0, bins, bins + 2};
+    return g;
+}
+
 #define ADAPTIVE_BINS(U, FLOOR)                                                                  \
     _Pragma("omp simd")                                                                          \
     for (int64_t i = 0; i < m; i++) {                                                             \
         U v = (U)xb[i];                                                                           \
         U f = FLOOR(v * (U)scale);                                                                \
-        f = (f == (U)0 && v < (U)0) ? (U)-1 : f;                                                  \
+        f = ((f == (U)0) & (v < (U)0)) ? (U)-1 : f;                                               \
         f -= (U)start;                                                                            \
-        idx[i] = (f >= (U)0 && f < (U)bins) ? (int32_t)f : (int32_t)bins;                         \
+        idx[i] = ((f >= (U)0) & (f < (U)bins)) ? (int32_t)f : (int32_t)bins;                      \
     }
 
-#define HIST_ADAPTIVE(T)                                                                         \
-    HOT static int64_t hist_adaptive_##T(const T *x, int64_t n, double scale, double start,     \
-                                         int64_t bins, int64_t *counts) {                         \
-        Counter c; /* counts: bins + 1 slots, the last for values outside the grid */            \
-        int32_t idx[BLOCK];                                                                       \
-        if (counter_open(&c, bins + 1, counts)) return -1;                                        \
-        int narrow = sizeof(T) == sizeof(float) && fabs(start) + (double)bins < 16777216.0;       \
-        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
-            int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
-            const T *xb = x + b0;                                                                 \
-            if (narrow) {                                                                         \
-                ADAPTIVE_BINS(float, floorf)                                                      \
-            } else {                                                                              \
-                ADAPTIVE_BINS(double, floor)                                                      \
-            }                                                                                     \
-            count_block(&c, idx, m);                                                              \
-        }                                                                                         \
-        counter_close(&c);                                                                        \
-        return counts[bins];                                                                      \
-    }
-
-/* Fixed edges on [lo, hi]: bin floor(x * scale) + shift when shift is a whole number (has_shift),
-   else floor((x - lo) * scale); x == hi (or rounding onto it) goes in the last bin; values below lo
-   and above hi are counted in counts[bins] and counts[bins + 1]. Finite x only.
-   float32 data, with scale, lo and hi floats and |shift| + bins below 2**23 (tanh's and sigmoid's
-   grids), is binned in float (eight lanes) with the same result: x * scale in double is exact (24 +
-   24 bits), and so is floor of it from the float product p and its exact error e = fma(x, scale, -p):
-   rounding cannot carry p past a whole number below 2**23, so the floor is floor(p), less one where
-   p is whole and e < 0; a negative x whose product rounded to 0 is in bin -1 (as -0.0 * scale is 0). */
-#define FIXED_BINS(U, FLOOR, FMA, NARROW)                                                              \
+/* NARROW and SHIFT are constants, so that each loop is one branch-free vector loop */
+#define FIXED_BINS(U, FLOOR, FMA, NARROW, SHIFT)                                                 \
     _Pragma("omp simd")                                                                          \
     for (int64_t i = 0; i < m; i++) {                                                             \
         U v = (U)xb[i];                                                                           \
@@ -264,35 +263,46 @@ static void counter_close(Counter *c) {
             U p = v * (U)scale;                                                                   \
             U e = FMA(v, (U)scale, -p);                                                           \
             f = FLOOR(p);                                                                         \
-            f = (f == p && e < (U)0) ? f - (U)1 : f;                                              \
-            f = (p == (U)0 && v < (U)0) ? (U)-1 : f;                                              \
+            f = ((f == p) & (e < (U)0)) ? f - (U)1 : f;                                           \
+            f = ((p == (U)0) & (v < (U)0)) ? (U)-1 : f;                                           \
             f += (U)shift;                                                                        \
         } else {                                                                                  \
-            f = has_shift ? FLOOR(v * (U)scale) + (U)shift : FLOOR((v - (U)lo) * (U)scale);       \
+            f = SHIFT ? FLOOR(v * (U)scale) + (U)shift : FLOOR((v - (U)lo) * (U)scale);           \
         }                                                                                         \
         f = f < (U)(bins - 1) ? f : (U)(bins - 1);                                                \
         f = v < (U)lo ? (U)bins : (v > (U)hi ? (U)(bins + 1) : f);                                \
         idx[i] = (int32_t)f;                                                                      \
     }
 
-#define HIST_FIXED(T)                                                                            \
-    HOT static int64_t hist_fixed_##T(const T *x, int64_t n, double lo, double hi, double scale, \
-                                      double shift, int has_shift, int64_t bins,                  \
-                                      int64_t *counts) {                                          \
+#define BINS(T)                                                                                  \
+    __attribute__((always_inline)) static inline void bins_##T(const Grid *g, const T *xb,        \
+                                                                int64_t m, int32_t *idx) {        \
+        const double scale = g->scale, start = g->start, lo = g->lo, hi = g->hi, shift = g->shift; \
+        const int64_t bins = g->bins;                                                             \
+        if (!g->fixed) {                                                                          \
+            if (g->narrow) {                                                                      \
+                ADAPTIVE_BINS(float, floorf)                                                      \
+            } else {                                                                              \
+                ADAPTIVE_BINS(double, floor)                                                      \
+            }                                                                                     \
+        } else if (g->narrow) {                                                                   \
+            FIXED_BINS(float, floorf, fmaf, 1, 1)                                                 \
+        } else if (g->has_shift) {                                                                \
+            FIXED_BINS(double, floor, fma, 0, 1)                                                  \
+        } else {                                                                                  \
+            FIXED_BINS(double, floor, fma, 0, 0)                                                  \
+        }                                                                                         \
+    }
+
+/* counts: g->slots int64, zeroed by the caller; -1 when there is no memory for the work counts */
+#define HIST(T)                                                                                  \
+    HOT static int64_t hist_##T(const T *x, int64_t n, const Grid *g, int64_t *counts) {         \
         Counter c;                                                                                \
         int32_t idx[BLOCK];                                                                       \
-        int narrow = sizeof(T) == sizeof(float) && has_shift && (double)(float)scale == scale &&  \
-                     (double)(float)lo == lo && (double)(float)hi == hi &&                        \
-                     fabs(shift) + (double)bins < 8388608.0;                                      \
-        if (counter_open(&c, bins + 2, counts)) return -1;                                        \
+        if (counter_open(&c, g->slots, counts)) return -1;                                        \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
-            const T *xb = x + b0;                                                                 \
-            if (narrow) {                                                                         \
-                FIXED_BINS(float, floorf, fmaf, 1)                                                \
-            } else {                                                                              \
-                FIXED_BINS(double, floor, fma, 0)                                                 \
-            }                                                                                     \
+            bins_##T(g, x + b0, m, idx);                                                          \
             count_block(&c, idx, m);                                                              \
         }                                                                                         \
         counter_close(&c);                                                                        \
@@ -616,10 +626,46 @@ UNARY(float, relu_f)
 
 SCAN(double)
 SCAN(float)
-HIST_ADAPTIVE(double)
-HIST_ADAPTIVE(float)
-HIST_FIXED(double)
-HIST_FIXED(float)
+BINS(double)
+BINS(float)
+HIST(double)
+HIST(float)
+
+/* ---- a layer's pass after its pre scan ------------------------------------------------------ */
+/* post = phi(pre) written out, and both histograms counted at once: each value's pre bin and post
+   bin make one slot, pre_bin * post->slots + post_bin, of a pre->slots x post->slots table: one
+   count a value instead of two, and the pre read once instead of three times (its histogram, phi,
+   and the post's histogram), a block at a time. The pre's counts are the table's row sums and the
+   post's its column sums (kernels.py adds them up). */
+#define LAYER(T, PHI)                                                                            \
+    HOT static int64_t layer_##PHI(const T *z, T *a, int64_t n, const Grid *pre, const Grid *post, \
+                                   int64_t *counts) {                                             \
+        Counter c;                                                                                \
+        int32_t ip[BLOCK], iq[BLOCK], joint[BLOCK];                                               \
+        int32_t width = (int32_t)post->slots;                                                     \
+        if (counter_open(&c, pre->slots * post->slots, counts)) return -1;                        \
+        for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
+            int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
+            const T *zb = z + b0;                                                                 \
+            T *ab = a + b0;                                                                       \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t i = 0; i < m; i++) ab[i] = PHI(zb[i]);                                   \
+            bins_##T(pre, zb, m, ip);                                                             \
+            bins_##T(post, ab, m, iq);                                                            \
+            _Pragma("omp simd")                                                                  \
+            for (int64_t i = 0; i < m; i++) joint[i] = ip[i] * width + iq[i];                     \
+            count_block(&c, joint, m);                                                            \
+        }                                                                                         \
+        counter_close(&c);                                                                        \
+        return 0;                                                                                 \
+    }
+
+LAYER(double, tanh_d)
+LAYER(float, tanh_f)
+LAYER(double, sigmoid_d)
+LAYER(float, sigmoid_f)
+LAYER(double, relu_d)
+LAYER(float, relu_f)
 
 /* ---- entry points: one per function, dtype chosen by a flag (0 float64, 1 float32) ----------- */
 #define EXPORT __attribute__((visibility("default")))
@@ -641,16 +687,18 @@ EXPORT void actstats_scan(int f32, const void *x, int64_t rows, int64_t cols, do
     res[9] = (double)clear;
 }
 
+/* returns the number of values outside the grid (-1: no memory) */
 EXPORT int64_t actstats_hist_adaptive(int f32, const void *x, int64_t n, double scale, double start,
                                       int64_t bins, int64_t *counts) {
-    return f32 ? hist_adaptive_float(x, n, scale, start, bins, counts)
-               : hist_adaptive_double(x, n, scale, start, bins, counts);
+    Grid g = grid_adaptive(f32, scale, start, bins);
+    int64_t r = f32 ? hist_float(x, n, &g, counts) : hist_double(x, n, &g, counts);
+    return r ? r : counts[bins];
 }
 
 EXPORT int64_t actstats_hist_fixed(int f32, const void *x, int64_t n, double lo, double hi, double scale,
                                    double shift, int has_shift, int64_t bins, int64_t *counts) {
-    return f32 ? hist_fixed_float(x, n, lo, hi, scale, shift, has_shift, bins, counts)
-               : hist_fixed_double(x, n, lo, hi, scale, shift, has_shift, bins, counts);
+    Grid g = grid_fixed(f32, lo, hi, scale, shift, has_shift, bins);
+    return f32 ? hist_float(x, n, &g, counts) : hist_double(x, n, &g, counts);
 }
 
 EXPORT void actstats_tanh(int f32, const void *z, void *out, int64_t n) {
@@ -679,6 +727,25 @@ EXPORT double actstats_backward(int f32, int kind, const void *d, const void *a,
     if (f32)
         return kind == 0 ? tanh_back_f(d, a, gp, n) : kind == 1 ? sigmoid_back_f(d, a, gp, n) : relu_back_f(d, a, gp, n);
     return kind == 0 ? tanh_back_d(d, a, gp, n) : kind == 1 ? sigmoid_back_d(d, a, gp, n) : relu_back_d(d, a, gp, n);
+}
+
+/* kind: 0 tanh, 1 sigmoid, 2 relu; the pre's grid adaptive, the post's fixed (post_fixed 1: lo, hi,
+   scale, shift, has_shift) or adaptive (scale, start); counts: (pre_bins + 1) x post slots (post_bins +
+   2 when fixed, + 1 when adaptive) int64, zeroed by the caller. Returns -1 when out of memory. */
+EXPORT int64_t actstats_layer(int f32, int kind, const void *z, void *a, int64_t n, double pre_scale,
+                              double pre_start, int64_t pre_bins, int post_fixed, double post_lo,
+                              double post_hi, double post_scale, double post_shift, int post_has_shift,
+                              double post_start, int64_t post_bins, int64_t *counts) {
+    Grid pre = grid_adaptive(f32, pre_scale, pre_start, pre_bins);
+    Grid post = post_fixed ? grid_fixed(f32, post_lo, post_hi, post_scale, post_shift, post_has_shift, post_bins)
+                           : grid_adaptive(f32, post_scale, post_start, post_bins);
+    if (f32)
+        return kind == 0 ? layer_tanh_f(z, a, n, &pre, &post, counts)
+             : kind == 1 ? layer_sigmoid_f(z, a, n, &pre, &post, counts)
+                         : layer_relu_f(z, a, n, &pre, &post, counts);
+    return kind == 0 ? layer_tanh_d(z, a, n, &pre, &post, counts)
+         : kind == 1 ? layer_sigmoid_d(z, a, n, &pre, &post, counts)
+                     : layer_relu_d(z, a, n, &pre, &post, counts);
 }
 
 /* numpy_standard_normal: the address of NumPy's random_standard_normal(bitgen_t *). Returns the

@@ -3,7 +3,8 @@
 Each call does in one pass over a float64 or float32 array what stats.py's and activations.py's
 NumPy code does in several: ``scan`` (extremes, per-row sums and sums of squares, zero, non-finite
 and saturated counts), ``hist_adaptive`` and ``hist_fixed`` (histogram counts), ``tanh``,
-``sigmoid``, ``relu`` and ``backward`` (dL/dz from dL/da and the post); ``normal_rows`` draws
+``sigmoid``, ``relu``, ``layer`` (one of these and the histograms of its input and output in one
+pass) and ``backward`` (dL/dz from dL/da and the post); ``normal_rows`` draws
 NumPy's normal numbers, faster. ctypes releases the GIL during each
 call, so the engine's two threads run them in parallel. ``ACTSTATS_KERNELS=0`` (or false, no, off)
 in the environment turns them off (the NumPy code then runs).
@@ -47,6 +48,8 @@ def _declare(lib):
     for name in ("actstats_tanh", "actstats_sigmoid", "actstats_relu"):
         getattr(lib, name).argtypes = [_INT, _P, _P, _I]
         getattr(lib, name).restype = None
+    lib.actstats_layer.argtypes = [_INT, _INT, _P, _P, _I, _D, _D, _I, _INT, _D, _D, _D, _D, _INT, _D, _I, _P]
+    lib.actstats_layer.restype = _I
     lib.actstats_backward.argtypes = [_INT, _INT, _P, _P, _P, _I]
     lib.actstats_backward.restype = _D
     lib.actstats_normal_init.argtypes = [_P]
@@ -153,6 +156,39 @@ def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 BACKWARD_KINDS = ("tanh", "sigmoid", "relu")
+LAYER_SLOTS = 2**14  # layer's table of (pre bin, post bin) counts up to this size (bins up to ~125)
+
+
+def layer_usable(z: np.ndarray, bins: int) -> bool:
+    """Whether ``layer`` takes z with histograms of ``bins`` bins: its table fits LAYER_SLOTS, and z
+    has enough values for the table's set-up and sums (a few us) to pay."""
+    slots = (bins + 1) * (bins + 2)
+    return usable(z) and slots <= LAYER_SLOTS and z.size >= 4 * slots
+
+
+def layer(kind: str, z: np.ndarray, out: np.ndarray, pre: tuple, post: tuple, bins: int):
+    """out = phi(z) for phi of a kind in BACKWARD_KINDS (the values of ``tanh``, ``sigmoid``,
+    ``relu``), and both histograms in the same pass, z finite: the pre's on its adaptive grid
+    ``pre = (scale, start)`` and the post's on ``post = (lo, hi, scale, shift)`` (a fixed grid, shift
+    None as in hist_fixed) or ``post = (scale, start)`` (adaptive), both of ``bins`` bins. Each value
+    is counted once, in a table of (pre bin, post bin) pairs, and the table's sums are the two
+    histograms: returns (pre counts, post counts, post below lo, post above hi); (bins + 1) *
+    (bins + 2) must not pass LAYER_SLOTS."""
+    fixed = len(post) == 4
+    slots = bins + (2 if fixed else 1)
+    table = np.zeros((bins + 1, slots), np.int64)  # the last row and column: outside the grid
+    lo, hi, scale, shift = post if fixed else (0.0, 0.0, post[0], None)
+    start = 0 if fixed else post[1]
+    if LIB.actstats_layer(_f32(z), BACKWARD_KINDS.index(kind), _ptr(z), _ptr(out), z.size, pre[0],
+                          float(pre[1]), bins, int(fixed), lo, hi, scale, 0.0 if shift is None else shift,
+                          int(shift is not None), float(start), bins, _ptr(table)):
+        raise MemoryError("layer: no memory for the counts")
+    pre_counts, post_counts = table.sum(axis=1), table.sum(axis=0)
+    if pre_counts[bins] or (not fixed and post_counts[bins]):  # a caller's bug, never silently miscounted
+        raise AssertionError(f"layer: {pre_counts[bins]} pre and {post_counts[bins]} post values outside the grid")
+    if fixed:
+        return pre_counts[:bins], post_counts[:bins], int(post_counts[bins]), int(post_counts[bins + 1])
+    return pre_counts[:bins], post_counts[:bins], 0, 0
 
 
 def backward(kind: str, d: np.ndarray, a: np.ndarray, out: np.ndarray) -> float:

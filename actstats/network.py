@@ -30,7 +30,7 @@ import numpy as np
 from . import activations, inits, kernels
 from .config import RunConfig
 from .errors import ConfigError
-from .stats import Scratch, TensorStats
+from .stats import Chunk, Scratch, TensorStats
 
 WEIGHTS, BIASES, INPUT, PROJECTION = range(4)  # seed streams
 CHUNK_BUDGET = 256 * 2**20  # bytes of per-chunk activations when the chunk size is automatic
@@ -385,14 +385,18 @@ class _Part:
             z = np.matmul(a, W, out=work.get("pre", (rows, W.shape[1]), dtype))  # (rows, fan_out)
             if self.bias[l]:
                 z += net.biases[l]
-            _, _, sat = st.pre.update(z, work=work, saturation=saturation)
+            pre = st.pre.update(z, work=work, saturation=saturation,
+                                histogram=not (in_place and kernels.layer_usable(z, config.bins)))
             name = f"post{l}" if config.backward else f"post{l % 2}"
-            if in_place:
+            if not pre.counted:  # finite: phi and both histograms in one pass
+                a = _phi_and_histograms(st, act, z, pre, work.get(name, z.shape, dtype))
+            elif in_place:
                 a = act.phi(z, out=work.get(name, z.shape, dtype),
                             work=(work.get("phi0", z.shape, dtype), work.get("phi1", z.shape, dtype)))
             else:
                 a = act.phi(z)
-            st.post.update(a, n_saturated=sat, work=work)
+            post = st.post.update(a, n_saturated=pre.n_outside, work=work, histogram=pre.counted)
+            assert post.counted == pre.counted  # phi of a finite pre is finite: counted above
             if config.backward:
                 posts.append(a)
                 if not in_place:  # phi' needs z: computed now and kept (else from a, when needed)
@@ -431,6 +435,24 @@ class _Part:
             else:
                 acc += np.matmul(a.T, gp, out=self.work.get("grad_w", acc.shape, acc.dtype))
         self.grad_w[l] = out
+
+
+def _phi_and_histograms(st: LayerStats, act: activations.Activation, z: np.ndarray, pre: Chunk,
+                        out: np.ndarray) -> np.ndarray:
+    """out = phi(z), and the chunk's counts added to the pre's and the post's histograms, in one
+    pass (kernels.layer) over a finite z whose other statistics ``st.pre`` has (``pre``); the same
+    counts on the same grids as the two histograms' own updates."""
+    post = st.post.hist
+    if post.fixed is not None:
+        grid = (float(post.fixed[0]), float(post.fixed[1]), post._scale, post._shift)
+    else:  # ReLU's: phi is non-decreasing, so the post's extremes are phi of the pre's
+        lo, hi = act.phi(np.array([pre.lo, pre.hi], z.dtype)).tolist()
+        grid = post.prepare(min(st.post.min, lo), max(st.post.max, hi))
+    pre_counts, post_counts, below, above = kernels.layer(
+        act.kind, z, out, st.pre.hist.prepare(st.pre.min, st.pre.max), grid, post.bins)
+    st.pre.hist.add(pre_counts)
+    post.add(post_counts, below, above)
+    return out
 
 
 def run(config: RunConfig, net: Network | None = None, progress=None) -> Pass:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -296,6 +297,14 @@ def _n_outside(x: np.ndarray, lo: float, hi: float, saturation) -> int:
             + (int(np.count_nonzero(x < low)) if lo < low else 0))
 
 
+class Chunk(NamedTuple):
+    """What ``TensorStats.update`` saw of a chunk."""
+    lo: float          # extremes of its finite values (NaN: none)
+    hi: float
+    n_outside: int     # values below or above the saturation thresholds given (else 0)
+    counted: bool      # its histogram counted (else the caller counts it)
+
+
 class TensorStats:
     """Statistics of one tensor (``pre``, ``post``, ``grad_pre`` or ``grad_weight``) of one layer.
 
@@ -322,40 +331,45 @@ class TensorStats:
         self.sym_tol = SYMMETRY_TOL.get(np.dtype(dtype), 1e-6)
 
     def update(self, x: np.ndarray, n_saturated: int = 0, work: Scratch | None = None,
-               saturation: tuple[float, float] | None = None):
+               saturation: tuple[float, float] | None = None, histogram: bool = True) -> Chunk:
         """Fold in a chunk (float64 or float32; 2-D (samples, units) when units are tracked).
-        Returns the chunk's (min, max) over finite values (NaN when there is none) and, when
-        ``saturation=(low, high)`` is given, the number of its values below low or above high (else 0).
+        Returns the chunk's (min, max) over finite values (NaN when there is none), when
+        ``saturation=(low, high)`` is given the number of its values below low or above high (else 0),
+        and whether its histogram was counted: with ``histogram=False`` a chunk of finite values read
+        by the kernels is not, and the caller adds its counts (``hist.add``) on the grid
+        ``hist.prepare(self.min, self.max)`` gives (a fixed grid: its own).
         Finite values beyond ~1e154 overflow the sum of squares: their moments are then computed and kept
         scaled by a power of two, so the std stays finite up to the float limit."""
         with np.errstate(over="ignore", invalid="ignore"):
-            return self._update(x, n_saturated, work, saturation)
+            return self._update(x, n_saturated, work, saturation, histogram)
 
-    def _update(self, x: np.ndarray, n_saturated: int, work: Scratch | None, saturation):
+    def _update(self, x: np.ndarray, n_saturated: int, work: Scratch | None, saturation,
+                histogram: bool) -> Chunk:
         self.count += x.size
         self.n_saturated += n_saturated
         if x.size == 0:
             if self.units:
                 self._update_units_general(x)
-            return math.nan, math.nan, 0
+            return Chunk(math.nan, math.nan, 0, True)
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
         if kernels.usable(x):
             low, high = saturation or (-math.inf, math.inf)
             scan = kernels.scan(x, low, high, (self.sym_tol, CANCEL_RATIO) if self.units else None)
             if not scan.n_nonfinite:
-                return (*self._update_finite(x, scan.lo, scan.hi, work, scan), scan.n_above + scan.n_below)
+                lo, hi = self._update_finite(x, scan.lo, scan.hi, work, scan, histogram)
+                return Chunk(lo, hi, scan.n_above + scan.n_below, histogram)
             # the scan counted inf, not NaN, as NumPy does
-            return (*self._update_general(x), scan.n_above + scan.n_below)
+            return Chunk(*self._update_general(x), scan.n_above + scan.n_below, True)
         lo, hi = float(x.min()), float(x.max())
         if math.isfinite(lo) and math.isfinite(hi):
-            return (*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation))
-        return (*self._update_general(x), _n_outside(x, -math.inf, math.inf, saturation))
+            return Chunk(*self._update_finite(x, lo, hi, work), _n_outside(x, lo, hi, saturation), True)
+        return Chunk(*self._update_general(x), _n_outside(x, -math.inf, math.inf, saturation), True)
 
     def _update_finite(self, x: np.ndarray, lo: float, hi: float, work: Scratch | None,
-                       scan: "kernels.Scan | None" = None) -> tuple[float, float]:
+                       scan: "kernels.Scan | None" = None, histogram: bool = True) -> tuple[float, float]:
         """A chunk of finite values, contiguous; the kernels' scan of it when given, else NumPy's
-        passes."""
+        passes; its histogram unless ``histogram`` is False."""
         work = work or Scratch()
         x64 = x
         if x.dtype != np.float64 and scan is None:  # float32: sums, squares, bins in float64
@@ -386,7 +400,8 @@ class TensorStats:
         elif lo <= 0.0 <= hi:
             zero = work.get("zero", x.shape, np.bool_)
             self.n_zero += int(np.count_nonzero(np.equal(x, 0, out=zero)))
-        self.hist.update(x64, lo, hi, self.min, self.max, work)
+        if histogram:
+            self.hist.update(x64, lo, hi, self.min, self.max, work)
         return lo, hi
 
     def _update_general(self, x: np.ndarray):

@@ -293,3 +293,68 @@ def test_relu_kernel_is_numpys_maximum_bit_for_bit(dtype):
     z = np.concatenate([specials, np.random.default_rng(2).standard_normal(1000).astype(dtype)])
     bits = np.uint32 if dtype == np.float32 else np.uint64
     assert np.array_equal(kernels.relu(z).view(bits), np.maximum(z, 0).view(bits))  # +0 for -0, NaN kept
+
+
+def _grid(values, bins, dtype):
+    """The adaptive grid (scale, start) a histogram of ``bins`` bins takes for these values."""
+    from actstats.stats import Histogram
+
+    return Histogram(bins, None, dtype).prepare(float(values.min()), float(values.max()))
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bins", [50, 7])
+def test_layer_pass_equals_phi_and_the_two_histograms(act, dtype, bins):
+    # phi and both histograms in one pass, each value counted once in a table of (pre bin, post bin)
+    # pairs: the post bit for bit phi's kernel, the counts those of each histogram on its own, and
+    # the pre's those of floor(z * 2**-e) - start computed here; grid edges, +-0, tiny negatives
+    # (bin -1), saturated and huge values included
+    gen = np.random.default_rng(bins)
+    z = np.concatenate([gen.standard_normal(20000) * 3, [0.0, -0.0, -1e-30, 1e-30, 25.0, -25.0, 1e4, -1e4]])
+    scale, start = _grid(z.astype(dtype), bins, dtype)
+    steps = np.arange(start, start + bins + 1) / scale  # the grid's edges, and a step either side
+    z = np.concatenate([z, steps, np.nextafter(steps, np.inf), np.nextafter(steps, -np.inf)])
+    z = z[(z >= z[:20008].min()) & (z <= z[:20008].max())].astype(dtype).reshape(1, -1)
+    pre = _grid(z, bins, dtype)
+    phi = getattr(kernels, act)
+    a = phi(z, np.empty_like(z))
+    if act == "relu":
+        post = _grid(a, bins, dtype)
+        post_counts = (kernels.hist_adaptive(a, *post, bins), 0, 0)
+    else:
+        from actstats.stats import _fixed_level
+
+        lo, hi = (-1.0, 1.0) if act == "tanh" else (0.0, 1.0)
+        post = (lo, hi, *_fixed_level(lo, hi, bins))
+        post_counts = kernels.hist_fixed(a, *post, bins)
+    out = np.full_like(z, np.nan)
+    got = kernels.layer(act, z, out, pre, post, bins)
+    assert np.array_equal(out.view(np.uint8), a.view(np.uint8))
+    ours = np.floor(z.astype(np.float64) * pre[0])
+    ours[(ours == 0) & (z < 0)] = -1  # a product that underflowed to -0.0 (none here: a guard)
+    ours -= pre[1]
+    assert got[0].tolist() == np.bincount(ours.astype(int).ravel(), minlength=bins).tolist()
+    assert got[0].tolist() == kernels.hist_adaptive(z, *pre, bins).tolist()
+    assert got[1].tolist() == post_counts[0].tolist() and got[2:] == tuple(post_counts[1:])
+    assert got[0].sum() == z.size == got[1].sum() + got[2] + got[3]
+
+
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_a_run_with_the_layer_pass_equals_one_without(act, dtype):
+    # the engine with kernels.layer (phi and both histograms in one pass) and with the separate
+    # passes: every number and every count the same, chunk after chunk (the last one smaller)
+    config = RunConfig(act=act, init="normal:std=0.3", layers=4, width=64, batch=300, chunk_size=128,
+                       dtype=dtype, bins=10, backward=True)
+    assert kernels.layer_usable(np.empty((22, 64), dtype), 10)
+    fused = network.run(config)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(kernels, "layer_usable", lambda z, bins: False)
+        apart = network.run(config)
+    for a, b in zip(fused.layers, apart.layers):
+        for name in ("pre", "post", "grad_pre", "grad_weight"):
+            sa, sb = getattr(a, name), getattr(b, name)
+            assert sa.summary(saturation=True) == sb.summary(saturation=True), name
+            assert np.array_equal(sa.hist.edges(), sb.hist.edges()), name
+            assert np.array_equal(sa.hist.counts, sb.hist.counts), name
