@@ -4,7 +4,8 @@ Each call does in one pass over a float64 or float32 array what stats.py's and a
 NumPy code does in several: ``scan`` (extremes, per-row sums and sums of squares, zero, non-finite
 and saturated counts), ``hist_adaptive`` and ``hist_fixed`` (histogram counts), ``tanh``,
 ``sigmoid``, ``relu``, ``layer`` (one of these and the histograms of its input and output in one
-pass) and ``backward`` (dL/dz from dL/da and the post); ``normal_rows`` draws
+pass), ``alive`` (the units not zero for some sample) and ``backward`` (dL/dz from dL/da and the
+post); ``normal_rows`` draws
 NumPy's normal numbers, faster. ctypes releases the GIL during each
 call, so the engine's two threads run them in parallel. ``ACTSTATS_KERNELS=0`` (or false, no, off)
 in the environment turns them off (the NumPy code then runs).
@@ -50,6 +51,8 @@ def _declare(lib):
         getattr(lib, name).restype = None
     lib.actstats_layer.argtypes = [_INT, _INT, _P, _P, _I, _D, _D, _I, _INT, _D, _D, _D, _D, _INT, _D, _I, _P]
     lib.actstats_layer.restype = _I
+    lib.actstats_alive.argtypes = [_INT, _P, _I, _I, _P]
+    lib.actstats_alive.restype = _I
     lib.actstats_backward.argtypes = [_INT, _INT, _P, _P, _P, _I]
     lib.actstats_backward.restype = _D
     lib.actstats_normal_init.argtypes = [_P]
@@ -153,6 +156,12 @@ def sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 def relu(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """max(z, 0), as numpy.maximum(z, 0) (+0 for -0, NaN kept)."""
     return _unary(LIB.actstats_relu, z, out)
+
+
+def alive(x: np.ndarray, alive: np.ndarray) -> int:
+    """alive |= any(x != 0, axis=0) (NaN included, as NumPy says) for a 2-D x and a C-contiguous
+    boolean ``alive``, in one pass that stops once every unit is alive; returns how many are not."""
+    return LIB.actstats_alive(_f32(x), _ptr(x), x.shape[0], x.shape[1], _ptr(alive))
 
 
 BACKWARD_KINDS = ("tanh", "sigmoid", "relu")

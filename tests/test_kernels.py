@@ -358,3 +358,24 @@ def test_a_run_with_the_layer_pass_equals_one_without(act, dtype):
             assert sa.summary(saturation=True) == sb.summary(saturation=True), name
             assert np.array_equal(sa.hist.edges(), sb.hist.edges()), name
             assert np.array_equal(sa.hist.counts, sb.hist.counts), name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_alive_kernel_is_numpys_any_nonzero(dtype):
+    # units alive where some row is not zero: NaN counts, -0.0 does not, a unit first alive in the
+    # last row is found, units already marked stay marked; the count left is the units never seen
+    gen = np.random.default_rng(5)
+    x = np.where(gen.random((70, 40)) < 0.9, 0.0, gen.standard_normal((70, 40))).astype(dtype)
+    x[:, :6] = 0.0
+    x[:, 1] = -0.0
+    x[69, 2] = 3.0
+    x[30, 3] = np.nan
+    x[:, 4] = -0.0
+    alive = np.zeros(40, bool)
+    alive[4] = True
+    left = kernels.alive(x, alive)
+    expected = np.any(x != 0, axis=0)
+    expected[4] = True
+    assert alive.tolist() == expected.tolist()
+    assert left == int(np.sum(~expected))
+    assert kernels.alive(np.ones((3, 5), dtype), np.zeros(5, bool)) == 0
