@@ -200,23 +200,48 @@ ALIVE(float)
 typedef struct {
     int64_t width, seen; /* slots per copy; values counted since the last flush */
     uint32_t *sub;       /* SUB copies of width slots */
-    int64_t *counts;     /* width slots */
+    int64_t *counts;     /* width slots; or, for a table of width / cols rows of cols slots, ... */
+    int64_t *row_sums, *col_sums, cols; /* ... its row sums and column sums (cols > 0) */
 } Counter;
 
 static int counter_open(Counter *c, int64_t width, int64_t *counts) {
     c->width = width;
     c->seen = 0;
     c->counts = counts;
+    c->row_sums = c->col_sums = NULL;
+    c->cols = 0;
     c->sub = calloc((size_t)(SUB * width), sizeof(uint32_t));
     return c->sub ? 0 : -1;
 }
 
+/* a table's counter: slot r * cols + q counts in row_sums[r] and col_sums[q] */
+static int counter_open_table(Counter *c, int64_t rows, int64_t cols, int64_t *row_sums, int64_t *col_sums) {
+    int failed = counter_open(c, rows * cols, NULL);
+    c->row_sums = row_sums;
+    c->col_sums = col_sums;
+    c->cols = cols;
+    return failed;
+}
+
+static inline int64_t counter_take(Counter *c, int64_t b) {
+    int64_t v = 0;
+    for (int k = 0; k < SUB; k++) {
+        v += c->sub[k * c->width + b];
+        c->sub[k * c->width + b] = 0;
+    }
+    return v;
+}
+
 static void counter_flush(Counter *c) {
-    for (int64_t b = 0; b < c->width; b++)
-        for (int k = 0; k < SUB; k++) {
-            c->counts[b] += c->sub[k * c->width + b];
-            c->sub[k * c->width + b] = 0;
-        }
+    if (c->cols)
+        for (int64_t r = 0, b = 0; b < c->width; r++)
+            for (int64_t q = 0; q < c->cols; q++, b++) {
+                int64_t v = counter_take(c, b);
+                c->row_sums[r] += v;
+                c->col_sums[q] += v;
+            }
+    else
+        for (int64_t b = 0; b < c->width; b++) c->counts[b] += counter_take(c, b);
     c->seen = 0;
 }
 
@@ -454,11 +479,57 @@ static inline float sigmoid_f(float x) {
 static inline double relu_d(double x) { return x > 0.0 || x != x ? x : 0.0; }
 static inline float relu_f(float x) { return x > 0.0f || x != x ? x : 0.0f; }
 
-#define UNARY(T, PHI)                                                                            \
-    HOT static void PHI##_loop(const T *z, T *out, int64_t n) {                                   \
+/* Where e = exp(-|x|) is a normal float (|x| below 700, float: 86, so k >= -1021, float -125), 2**k
+   is one exact scaling, made by adding k to the exponent bits of em1 + 1: the e of the two
+   factors, bit for bit, in fewer operations. Not for NaN or beyond the limit. */
+#define SIGMOID_LIMIT_D 700.0
+#define SIGMOID_LIMIT_F 86.0f
+static inline double sigmoid_normal_d(double x) {
+    int64_t k;
+    double em1 = exp_reduced(-fabs(x), &k);
+    double e = from_bits(to_bits(em1 + 1.0) + ((uint64_t)k << 52));
+    double s = 1.0 / (1.0 + e);
+    return x >= 0.0 ? s : e * s;
+}
+
+static inline float sigmoid_normal_f(float x) {
+    int32_t k;
+    float em1 = exp_reduced_f(-fabsf(x), &k);
+    float e = from_bits_f(to_bits_f(em1 + 1.0f) + ((uint32_t)k << 23));
+    float s = 1.0f / (1.0f + e);
+    return x >= 0.0f ? s : e * s;
+}
+
+/* phi over n values (out not overlapping z): one vector loop; sigmoid's takes the normal road and
+   notes whether some |x| lies beyond it (or is NaN), and only then goes over those again. */
+#define PHI_BLOCK(T, PHI)                                                                        \
+    static inline void PHI##_block(const T *z, T *out, int64_t n) {                               \
         _Pragma("omp simd")                                                                      \
         for (int64_t i = 0; i < n; i++) out[i] = PHI(z[i]);                                       \
     }
+
+#define SIGMOID_BLOCK(T, SUF, ABS, LIMIT)                                                        \
+    static inline void sigmoid_##SUF##_block(const T *z, T *out, int64_t n) {                     \
+        int far = 0;                                                                              \
+        _Pragma("omp simd reduction(|:far)")                                                     \
+        for (int64_t i = 0; i < n; i++) {                                                         \
+            out[i] = sigmoid_normal_##SUF(z[i]);                                                  \
+            far |= !(ABS(z[i]) < LIMIT);                                                          \
+        }                                                                                         \
+        if (far)                                                                                  \
+            for (int64_t i = 0; i < n; i++)                                                       \
+                if (!(ABS(z[i]) < LIMIT)) out[i] = sigmoid_##SUF(z[i]);                           \
+    }
+
+PHI_BLOCK(double, tanh_d)
+PHI_BLOCK(float, tanh_f)
+SIGMOID_BLOCK(double, d, fabs, SIGMOID_LIMIT_D)
+SIGMOID_BLOCK(float, f, fabsf, SIGMOID_LIMIT_F)
+PHI_BLOCK(double, relu_d)
+PHI_BLOCK(float, relu_f)
+
+#define UNARY(T, PHI)                                                                            \
+    HOT static void PHI##_loop(const T *z, T *out, int64_t n) { PHI##_block(z, out, n); }
 
 /* One backward step where phi' is a function of the post a (tanh (1 - a)(1 + a), sigmoid (1 - a) a,
    ReLU 1 where a > 0): gp = d * phi'(a) in one pass, returning the sum of phi'(a) (in double), where
@@ -661,20 +732,19 @@ HIST(float)
    bin make one slot, pre_bin * post->slots + post_bin, of a pre->slots x post->slots table: one
    count a value instead of two, and the pre read once instead of three times (its histogram, phi,
    and the post's histogram), a block at a time. The pre's counts are the table's row sums and the
-   post's its column sums (kernels.py adds them up). */
+   post's its column sums. */
 #define LAYER(T, PHI)                                                                            \
     HOT static int64_t layer_##PHI(const T *z, T *a, int64_t n, const Grid *pre, const Grid *post, \
-                                   int64_t *counts) {                                             \
+                                   int64_t *pre_counts, int64_t *post_counts) {                   \
         Counter c;                                                                                \
         int32_t ip[BLOCK], iq[BLOCK], joint[BLOCK];                                               \
         int32_t width = (int32_t)post->slots;                                                     \
-        if (counter_open(&c, pre->slots * post->slots, counts)) return -1;                        \
+        if (counter_open_table(&c, pre->slots, post->slots, pre_counts, post_counts)) return -1; \
         for (int64_t b0 = 0; b0 < n; b0 += BLOCK) {                                               \
             int64_t m = n - b0 < BLOCK ? n - b0 : BLOCK;                                          \
             const T *zb = z + b0;                                                                 \
             T *ab = a + b0;                                                                       \
-            _Pragma("omp simd")                                                                  \
-            for (int64_t i = 0; i < m; i++) ab[i] = PHI(zb[i]);                                   \
+            PHI##_block(zb, ab, m);                                                               \
             bins_##T(pre, zb, m, ip);                                                             \
             bins_##T(post, ab, m, iq);                                                            \
             _Pragma("omp simd")                                                                  \
@@ -755,22 +825,24 @@ EXPORT double actstats_backward(int f32, int kind, const void *d, const void *a,
 }
 
 /* kind: 0 tanh, 1 sigmoid, 2 relu; the pre's grid adaptive, the post's fixed (post_fixed 1: lo, hi,
-   scale, shift, has_shift) or adaptive (scale, start); counts: (pre_bins + 1) x post slots (post_bins +
-   2 when fixed, + 1 when adaptive) int64, zeroed by the caller. Returns -1 when out of memory. */
+   scale, shift, has_shift) or adaptive (scale, start); pre_counts: pre_bins + 1 int64 (the last:
+   outside the grid), post_counts: post_bins + 2 (fixed: below lo, above hi) or + 1 (adaptive:
+   outside), zeroed by the caller. Returns -1 when out of memory. */
 EXPORT int64_t actstats_layer(int f32, int kind, const void *z, void *a, int64_t n, double pre_scale,
                               double pre_start, int64_t pre_bins, int post_fixed, double post_lo,
                               double post_hi, double post_scale, double post_shift, int post_has_shift,
-                              double post_start, int64_t post_bins, int64_t *counts) {
+                              double post_start, int64_t post_bins, int64_t *pre_counts,
+                              int64_t *post_counts) {
     Grid pre = grid_adaptive(f32, pre_scale, pre_start, pre_bins);
     Grid post = post_fixed ? grid_fixed(f32, post_lo, post_hi, post_scale, post_shift, post_has_shift, post_bins)
                            : grid_adaptive(f32, post_scale, post_start, post_bins);
     if (f32)
-        return kind == 0 ? layer_tanh_f(z, a, n, &pre, &post, counts)
-             : kind == 1 ? layer_sigmoid_f(z, a, n, &pre, &post, counts)
-                         : layer_relu_f(z, a, n, &pre, &post, counts);
-    return kind == 0 ? layer_tanh_d(z, a, n, &pre, &post, counts)
-         : kind == 1 ? layer_sigmoid_d(z, a, n, &pre, &post, counts)
-                     : layer_relu_d(z, a, n, &pre, &post, counts);
+        return kind == 0 ? layer_tanh_f(z, a, n, &pre, &post, pre_counts, post_counts)
+             : kind == 1 ? layer_sigmoid_f(z, a, n, &pre, &post, pre_counts, post_counts)
+                         : layer_relu_f(z, a, n, &pre, &post, pre_counts, post_counts);
+    return kind == 0 ? layer_tanh_d(z, a, n, &pre, &post, pre_counts, post_counts)
+         : kind == 1 ? layer_sigmoid_d(z, a, n, &pre, &post, pre_counts, post_counts)
+                     : layer_relu_d(z, a, n, &pre, &post, pre_counts, post_counts);
 }
 
 EXPORT int64_t actstats_alive(int f32, const void *x, int64_t rows, int64_t cols, uint8_t *alive) {

@@ -49,7 +49,7 @@ def _declare(lib):
     for name in ("actstats_tanh", "actstats_sigmoid", "actstats_relu"):
         getattr(lib, name).argtypes = [_INT, _P, _P, _I]
         getattr(lib, name).restype = None
-    lib.actstats_layer.argtypes = [_INT, _INT, _P, _P, _I, _D, _D, _I, _INT, _D, _D, _D, _D, _INT, _D, _I, _P]
+    lib.actstats_layer.argtypes = [_INT, _INT, _P, _P, _I, _D, _D, _I, _INT, _D, _D, _D, _D, _INT, _D, _I, _P, _P]
     lib.actstats_layer.restype = _I
     lib.actstats_alive.argtypes = [_INT, _P, _I, _I, _P]
     lib.actstats_alive.restype = _I
@@ -180,19 +180,18 @@ def layer(kind: str, z: np.ndarray, out: np.ndarray, pre: tuple, post: tuple, bi
     ``relu``), and both histograms in the same pass, z finite: the pre's on its adaptive grid
     ``pre = (scale, start)`` and the post's on ``post = (lo, hi, scale, shift)`` (a fixed grid, shift
     None as in hist_fixed) or ``post = (scale, start)`` (adaptive), both of ``bins`` bins. Each value
-    is counted once, in a table of (pre bin, post bin) pairs, and the table's sums are the two
+    is counted once, in a table of (pre bin, post bin) pairs, whose row and column sums are the two
     histograms: returns (pre counts, post counts, post below lo, post above hi); (bins + 1) *
     (bins + 2) must not pass LAYER_SLOTS."""
     fixed = len(post) == 4
-    slots = bins + (2 if fixed else 1)
-    table = np.zeros((bins + 1, slots), np.int64)  # the last row and column: outside the grid
+    pre_counts = np.zeros(bins + 1, np.int64)  # the last: outside the grid
+    post_counts = np.zeros(bins + (2 if fixed else 1), np.int64)  # below and above / outside
     lo, hi, scale, shift = post if fixed else (0.0, 0.0, post[0], None)
     start = 0 if fixed else post[1]
     if LIB.actstats_layer(_f32(z), BACKWARD_KINDS.index(kind), _ptr(z), _ptr(out), z.size, pre[0],
                           float(pre[1]), bins, int(fixed), lo, hi, scale, 0.0 if shift is None else shift,
-                          int(shift is not None), float(start), bins, _ptr(table)):
+                          int(shift is not None), float(start), bins, _ptr(pre_counts), _ptr(post_counts)):
         raise MemoryError("layer: no memory for the counts")
-    pre_counts, post_counts = table.sum(axis=1), table.sum(axis=0)
     if pre_counts[bins] or (not fixed and post_counts[bins]):  # a caller's bug, never silently miscounted
         raise AssertionError(f"layer: {pre_counts[bins]} pre and {post_counts[bins]} post values outside the grid")
     if fixed:

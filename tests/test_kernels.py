@@ -196,6 +196,16 @@ def test_a_run_with_kernels_equals_the_numpy_run(act, dtype):
 def test_kernel_activations_match_long_double_references(dtype):
     gen = np.random.default_rng(7)
     z = np.concatenate([gen.standard_normal(30000) * s for s in (1e-300, 1e-6, 0.1, 1, 5, 30, 400)]).astype(dtype)
+    # around the limits of sigmoid's one-factor road (|z| < 86 in float32, 700 in float64): a few
+    # hundred floats either side, where e^-|z| turns subnormal for float32
+    for limit in (86.0, 700.0):
+        near = np.array([limit], dtype)
+        for direction in (np.inf, -np.inf):
+            step = near[:1]
+            for _ in range(300):
+                step = np.nextafter(step, dtype(direction))
+                near = np.concatenate([near, step])
+        z = np.concatenate([z, near, -near, -near * 1.2])
     ref_t = np.tanh(z.astype(np.longdouble))
     ref_s = 1 / (1 + np.exp(-z.astype(np.longdouble)))
     for got, ref in ((kernels.tanh(z), ref_t), (kernels.sigmoid(z), ref_s)):
