@@ -289,12 +289,17 @@ def profile(repeat: int):
             post_st = TensorStats(50, act.post_range, dtype, units=True)
             grad_st = TensorStats(50, None, dtype, units=True)
             sat = (act.sat_low, act.sat_high) if act.saturates else None
+            # as the engine does it: with the kernels, phi and both histograms in one pass
+            fused = act.kind in activations.IN_PLACE and kernels.layer_usable(z, 50)
+            chunk = pre_st.update(z, work=work, saturation=sat, histogram=not fused)
+            phi = "phi+hists" if fused else "phi"
             steps = {
                 "matmul a@W": lambda: np.matmul(a, W, out=buf),
-                "pre stats": lambda: pre_st.update(z, work=work, saturation=sat),
-                "phi": lambda: act.phi(z, out=buf, work=bufs),
+                "pre stats": lambda: pre_st.update(z, work=work, saturation=sat, histogram=not fused),
+                phi: ((lambda: network._phi_and_histograms(network.LayerStats(pre_st, post_st), act, z, chunk, buf))
+                      if fused else (lambda: act.phi(z, out=buf, work=bufs))),
                 "(numpy's phi)": lambda: PLAIN[act_name](z),  # for comparison, not in the totals
-                "post stats": lambda: post_st.update(post, work=work),
+                "post stats": lambda: post_st.update(post, work=work, histogram=not fused),
                 "d*phi' and sum": lambda: activations.grad_pre(act, d, post, buf, bufs[0]),  # one pass
                 "grad_pre stats": lambda: grad_st.update(gp, work=work),
                 "matmul a.T@gp": lambda: np.matmul(a.T, gp, out=gw),
@@ -304,7 +309,7 @@ def profile(repeat: int):
             mm = t["matmul a@W"]
             mm3 = mm + t["matmul a.T@gp"] + t["matmul gp@W.T"]
             plain_phi = t.pop("(numpy's phi)")
-            fwd = sum(t[k] for k in ("matmul a@W", "pre stats", "phi", "post stats"))
+            fwd = sum(t[k] for k in ("matmul a@W", "pre stats", phi, "post stats"))
             print(f"{act_name:>7} {dtype}: " + "  ".join(f"{k} {v:.2f}" for k, v in t.items())
                   + f"  | numpy's phi {plain_phi:.2f} | forward {fwd:.2f} = {fwd / mm:.2f} x its matmul;"
                   f" f+b {sum(t.values()):.2f} = {sum(t.values()) / mm3:.2f} x its 3 matmuls")
