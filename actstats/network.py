@@ -444,12 +444,12 @@ def _phi_and_histograms(st: LayerStats, act: activations.Activation, z: np.ndarr
     counts on the same grids as the two histograms' own updates."""
     post = st.post.hist
     if post.fixed is not None:
-        grid = (float(post.fixed[0]), float(post.fixed[1]), post._scale, post._shift)
+        grid = post.grid()
     else:  # ReLU's: phi is non-decreasing, so the post's extremes are phi of the pre's
         lo, hi = act.phi(np.array([pre.lo, pre.hi], z.dtype)).tolist()
-        grid = post.prepare(min(st.post.min, lo), max(st.post.max, hi))
+        grid = post.grid(min(st.post.min, lo), max(st.post.max, hi))
     pre_counts, post_counts, below, above = kernels.layer(
-        act.kind, z, out, st.pre.hist.prepare(st.pre.min, st.pre.max), grid, post.bins)
+        act.kind, z, out, st.pre.hist.grid(st.pre.min, st.pre.max), grid, post.bins)
     st.pre.hist.add(pre_counts)
     post.add(post_counts, below, above)
     return out

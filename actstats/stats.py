@@ -16,8 +16,10 @@ Non-finite values (inf, NaN) are counted in ``frac_nonfinite`` and left out of e
 
 Speed: with the compiled kernels (kernels.py) a chunk is read twice: one pass gives the extremes,
 per-row sums and sums of squares, and the zero, non-finite and saturated counts; a second the
-histogram. Without them (or for a chunk with a non-finite value) NumPy does the same a handful of
-passes at a time, into reusable buffers (``Scratch``). Either way the moments come from sums and
+histogram (for a layer's pre and post under tanh, sigmoid and ReLU the engine counts both
+histograms in the pass that computes the post: ``update(histogram=False)``, kernels.layer).
+Without them (or for a chunk with a non-finite value) NumPy does the same a handful of passes at a
+time, into reusable buffers (``Scratch``). Either way the moments come from sums and
 sums of squares, falling back to the centred two-pass formula only when mean^2 / var is large enough
 to cost precision, and the histogram bin of x is ``floor(x * 2**-e) - start`` (exact).
 """
@@ -231,12 +233,19 @@ class Histogram:
 
     def _update_kernel(self, x: np.ndarray, data_lo: float, data_hi: float):
         """update's binning (the same bins), in one compiled pass."""
+        grid = self.grid(data_lo, data_hi)  # may regrid: before self.counts is read
         if self.fixed is not None:
-            self.add(*kernels.hist_fixed(x, float(self.fixed[0]), float(self.fixed[1]),
-                                         self._scale, self._shift, self.bins))
-            return
-        scale, start = self.prepare(data_lo, data_hi)  # may regrid: before self.counts is read
-        self.counts += kernels.hist_adaptive(x, scale, start, self.bins)
+            self.add(*kernels.hist_fixed(x, *grid, self.bins))
+        else:
+            self.counts += kernels.hist_adaptive(x, *grid, self.bins)
+
+    def grid(self, data_lo: float = math.nan, data_hi: float = math.nan) -> tuple:
+        """The grid to count a chunk on, as the kernels take it: a fixed one's (lo, hi, scale,
+        shift), or (scale, start) of the adaptive one that holds all data so far, [data_lo,
+        data_hi] (``prepare``: it may regrid)."""
+        if self.fixed is not None:
+            return float(self.fixed[0]), float(self.fixed[1]), self._scale, self._shift
+        return self.prepare(data_lo, data_hi)
 
     def prepare(self, data_lo: float, data_hi: float) -> tuple[float, int]:
         """Adaptive grid: move to the grid of all data so far, [data_lo, data_hi], and return its
@@ -337,7 +346,7 @@ class TensorStats:
         ``saturation=(low, high)`` is given the number of its values below low or above high (else 0),
         and whether its histogram was counted: with ``histogram=False`` a chunk of finite values read
         by the kernels is not, and the caller adds its counts (``hist.add``) on the grid
-        ``hist.prepare(self.min, self.max)`` gives (a fixed grid: its own).
+        ``hist.grid(self.min, self.max)`` gives.
         Finite values beyond ~1e154 overflow the sum of squares: their moments are then computed and kept
         scaled by a power of two, so the std stays finite up to the float limit."""
         with np.errstate(over="ignore", invalid="ignore"):
