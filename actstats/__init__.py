@@ -8,7 +8,7 @@
 The public names are imported on first use, so that ``actstats --help`` does not pay for numpy.
 """
 
-__version__ = "0.2.2"
+__version__ = "0.2.3"
 
 _PUBLIC = {
     "RunConfig": "config",
