@@ -2,7 +2,8 @@
 
 Each function reads a float64 or float32 array once and does what took NumPy several passes and
 temporary arrays: extremes, per-row sums and sums of squares, zero / non-finite / saturated counts
-(scan); histogram counts on the adaptive 2**e grid or on fixed edges (hist_*); tanh and sigmoid.
+(scan); histogram counts on the adaptive 2**e grid or on fixed edges (hist_*); tanh, sigmoid and
+ReLU, alone or with the histograms of their input and output (layer); the units never zero (alive).
 Statistics are computed in double whatever the input, by exactly the rules of stats.py's NumPy code
 (the tests compare the two), so these are a faster road to the same numbers; tanh and sigmoid are
 within a few ulp of the exact values, in float arithmetic for float32.
@@ -172,7 +173,8 @@ __attribute__((optimize("fp-contract=off"))) static int64_t units_spread(
    Returns the number left dead. */
 #define ALIVE(T)                                                                                 \
     HOT static int64_t alive_##T(const T *x, int64_t rows, int64_t cols, uint8_t *alive) {        \
-        int64_t left = cols;                                                                      \
+        int64_t left = 0;                                                                         \
+        for (int64_t j = 0; j < cols; j++) left += !alive[j];                                     \
         for (int64_t i = 0; i < rows && left > 0; i++) {                                          \
             const T *r = x + i * cols;                                                            \
             _Pragma("omp simd")                                                                  \

@@ -389,3 +389,4 @@ def test_alive_kernel_is_numpys_any_nonzero(dtype):
     assert alive.tolist() == expected.tolist()
     assert left == int(np.sum(~expected))
     assert kernels.alive(np.ones((3, 5), dtype), np.zeros(5, bool)) == 0
+    assert kernels.alive(np.zeros((0, 5), dtype), np.array([1, 0, 1, 0, 0], bool)) == 3  # no rows
