@@ -145,17 +145,21 @@ def test_sigint_and_sigterm_stop_cleanly_and_say_how_to_resume(tmp_path, baselin
 
 
 def kill_9_loop(tmp_path, baseline, kills, seed):
-    """``kills`` times: start the sweep with --fresh (so each one has the whole sweep's work, and a kill
-    may land while a complete result is being replaced), kill -9 its parent process alone at a random
-    moment within the time the uninterrupted sweep took, check that its workers die too and that
-    every run folder is complete or absent. Then a plain resume must give the uninterrupted
-    summary.csv byte for byte. Returns how many kills hit a running sweep."""
+    """Until ``kills`` kills have hit a running sweep (at most three times as many tries: a sweep on
+    a machine less busy than when the baseline was timed may finish before its moment): start the
+    sweep with --fresh (so each one has the whole sweep's work, and a kill may land while a complete
+    result is being replaced), kill -9 its parent process alone at a random moment within the time
+    the uninterrupted sweep took, check that its workers die too and that every run folder is
+    complete or absent. Then a plain resume must give the uninterrupted summary.csv byte for byte.
+    Returns how many kills hit a running sweep."""
     cfg = tmp_path / "s.yaml"
     cfg.write_text(SWEEP)
     folder = tmp_path / "r" / "k"
     moments = random.Random(seed)
     hits = 0
-    for _ in range(kills):
+    for _ in range(3 * kills):
+        if hits == kills:
+            break
         proc = start(cfg, tmp_path / "r", "--fresh")
         deadline = time.time() + moments.uniform(0.1, 0.8) * BASELINE_SECONDS[0]
         workers = set()
@@ -179,13 +183,14 @@ def kill_9_loop(tmp_path, baseline, kills, seed):
 
 
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_summary(tmp_path, baseline):
-    hits = kill_9_loop(tmp_path, baseline, kills=5, seed=1)
-    assert hits >= 4  # moments within 10-80% of the uninterrupted sweep's time, each with all its work
+    # moments within 10-80% of the uninterrupted sweep's time, each sweep with all its work: five
+    # must land while it runs (three of five once, on a machine busier when the baseline was timed)
+    assert kill_9_loop(tmp_path, baseline, kills=5, seed=1) == 5
 
 
 @pytest.mark.slow
 def test_kill_9_twenty_times(tmp_path, baseline):
-    kill_9_loop(tmp_path, baseline, kills=20, seed=2)
+    assert kill_9_loop(tmp_path, baseline, kills=20, seed=2) == 20
 
 
 def test_a_second_sweep_on_the_same_folder_refuses_and_the_first_finishes(tmp_path):
