@@ -516,9 +516,13 @@ class TensorStats:
             self._update_alive(x)
 
     def _n_asymmetric(self, x: np.ndarray) -> int:
-        """Samples (rows) whose units differ by more than rounding."""
-        hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)
-        return int(np.count_nonzero(hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo))))
+        """Samples (rows) whose units differ by more than rounding; a row with a non-finite value
+        differs unless all its values are the same infinity (a NaN, or 0 beside inf, is no symmetry)."""
+        with np.errstate(invalid="ignore"):
+            hi, lo = x.max(axis=1, initial=-math.inf), x.min(axis=1, initial=math.inf)  # NaN: NaN
+            finite = np.isfinite(hi) & np.isfinite(lo)
+            differ = np.where(finite, hi - lo > self.sym_tol * np.maximum(abs(hi), abs(lo)), ~(hi == lo))
+        return int(np.count_nonzero(differ))
 
     def _merge_moments(self, n_b: int, mean_b: float, m2_b: float, k_b: int = 0):
         """Chan et al.'s merge; M2 is kept as ``m2 * 4**m2_exp`` so that it cannot overflow."""

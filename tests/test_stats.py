@@ -206,6 +206,19 @@ def test_rows_with_equal_units_are_symmetric_among_others():
     assert sym.summary()["unit_std"] == pytest.approx(np.repeat(x[[3, 17, 30]], 5, axis=0).std(axis=1).mean(), rel=1e-9, abs=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_with_nan_or_inf_beside_other_values_are_not_symmetric(dtype):
+    # an overflowed layer (ReLU at std 1e20): each sample a mix of 0, inf and NaN, which is no
+    # symmetry; a row of one infinity throughout, like a row of one finite value, is
+    inf, nan = np.inf, np.nan
+    mixed = np.array([[0.0, inf, nan], [0.0, inf, inf], [nan, nan, nan], [-inf, inf, inf]], dtype)
+    for chunk in (1, 4):
+        assert streamed(mixed, chunk, units=True).asymmetric == 4
+    same = np.array([[inf, inf, inf], [2.0, 2.0, 2.0], [-inf, -inf, -inf]], dtype)
+    assert streamed(same, 3, units=True).summary()["symmetric"] is True
+    assert streamed(np.vstack([same, mixed[:1]]), 2, units=True).summary()["symmetric"] is False
+
+
 def test_dead_units_found_in_later_chunks():
     x = np.zeros((10, 4))
     x[0, 0] = 1.0   # unit 0 alive in the first chunk
