@@ -165,7 +165,7 @@ def alive(x: np.ndarray, alive: np.ndarray) -> int:
 
 
 BACKWARD_KINDS = ("tanh", "sigmoid", "relu")
-LAYER_SLOTS = 2**14  # layer's table of (pre bin, post bin) counts up to this size (bins up to ~125)
+LAYER_SLOTS = 2**14  # layer's table of (pre bin, post bin) counts up to this size (bins up to 126)
 
 
 def layer_usable(z: np.ndarray, bins: int) -> bool:
